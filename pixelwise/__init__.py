@@ -1,0 +1,50 @@
+"""pixelwise: semantic segmentation — every pixel of an image gets a class label.
+
+Public API::
+
+    import pixelwise as pw
+    pw.list_models()                                   # registered architectures
+    model = pw.create_model("unet", num_classes=11)    # an nn.Module: N×3×H×W → N×11×H×W logits
+    cfg = pw.load_config("configs/camvid_unet.yaml")
+    pw.train(cfg, "runs/camvid_unet")
+    seg = pw.load("runs/camvid_unet/best.ckpt")         # a Segmenter
+    labels = seg.predict(image)                          # H×W class indices
+    result = pw.evaluate(seg, pw.load_dataset_spec("configs/data/camvid.yaml"), "test")
+"""
+
+__version__ = "0.1.0"
+
+from .config import RunConfig, load_config  # noqa: E402
+from .data import DatasetSpec, load_dataset_spec  # noqa: E402
+from .engine import (  # noqa: E402
+    EvalResult,
+    Segmenter,
+    evaluate,
+    load,
+    predict_files,
+    report_dict,
+    train,
+    write_report,
+)
+from .metrics import ConfusionMatrix  # noqa: E402
+from .registry import create_model, list_models, register_model  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "ConfusionMatrix",
+    "DatasetSpec",
+    "EvalResult",
+    "RunConfig",
+    "Segmenter",
+    "create_model",
+    "evaluate",
+    "list_models",
+    "load",
+    "load_config",
+    "load_dataset_spec",
+    "predict_files",
+    "register_model",
+    "report_dict",
+    "train",
+    "write_report",
+]

@@ -1,0 +1,217 @@
+"""The ``pixelwise`` command. Parsing only: every command calls a function in ``engine`` or ``data``.
+
+Errors print one line (``error: ...``) and exit with status 2; ``--debug`` anywhere on the command line
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="pixelwise",
+    help="Semantic segmentation: train, evaluate and predict per-pixel class maps.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Dataset tools.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Failed(Exception):
+    """Some inputs failed; already reported. Exit code 1."""
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Recipe YAML (see configs/).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key.sub=value.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder [default: runs/<recipe name>].")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train a model from a recipe; writes best.ckpt, last.ckpt, metrics.csv, curves.png."""
+    from .config import load_config
+    from .engine import train as run_train
+
+    cfg = load_config(config, set_ or [])
+    out_dir = out or Path("runs") / config.stem
+    result = run_train(cfg, out_dir, resume=resume, progress=not quiet)
+    best = "—" if result.best_miou is None else f"{100 * result.best_miou:.2f}%"
+    console.print(
+        f"trained {result.epochs_run} epoch(s), {result.steps} steps in {result.seconds:.0f}s; "
+        f"best val mIoU {best} (epoch {result.best_epoch}); outputs in {result.out_dir}"
+    )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Checkpoint (.ckpt).")],
+    data: Annotated[Path, typer.Option(help="Dataset YAML or folder.")],
+    split: Annotated[str, typer.Option(help="Split to score.")] = "test",
+    out: Annotated[Path | None, typer.Option(help="JSON report path (+ _confusion.png beside).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
+    workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Score a model on a labelled split: per-class IoU/Dice/accuracy and their means."""
+    from .data import load_dataset_spec
+    from .engine import Segmenter, report_dict, write_report
+    from .engine import evaluate as run_evaluate
+
+    seg = Segmenter.from_checkpoint(model, device=device)
+    spec = load_dataset_spec(data)
+    result = run_evaluate(seg, spec, split, batch_size=batch_size, num_workers=workers,
+                          progress=not quiet)
+    rep = report_dict(result)
+    table = Table(title=f"{rep['dataset']} / {split}: {rep['num_images']} images")
+    for col in ("class", "IoU %", "Dice %", "Acc %", "pixels"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for c in rep["per_class"]:
+        table.add_row(c["name"], _pct(c["iou"]), _pct(c["dice"]), _pct(c["accuracy"]),
+                      f"{c['support']:,}" if c["present"] else "absent")
+    console.print(table)
+    console.print(
+        f"mIoU {_pct(rep['miou'])}  pixel acc {_pct(rep['pixel_accuracy'])}  "
+        f"mean acc {_pct(rep['mean_accuracy'])}  fwIoU {_pct(rep['fw_iou'])}  "
+        f"mean Dice {_pct(rep['mean_dice'])}"
+    )
+    if out is not None:
+        png = write_report(result, out)
+        console.print(f"report: {out}  confusion matrix: {png}")
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
+    model: Annotated[Path, typer.Option(help="Checkpoint (.ckpt).")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    probs: Annotated[bool, typer.Option(help="Also write per-class probabilities (.npy, C×H×W).")] = False,
+    overlay: Annotated[bool, typer.Option(help="Write <name>_overlay.png with a legend.")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Segment images: <name>.png class-index masks (class colours as palette) and overlays."""
+    from .engine import Segmenter, predict_files
+
+    seg = Segmenter.from_checkpoint(model, device=device)
+    summary = predict_files(seg, inputs, out, probs=probs, overlay=overlay, progress=not quiet)
+    for path, reason in summary.failed:
+        err_console.print(f"skipped: {reason if path in reason else f'{path}: {reason}'}",
+                          highlight=False, markup=False)
+    console.print(f"wrote {len(summary.written)} mask(s) to {out}; {len(summary.failed)} failed")
+    if summary.failed:
+        raise _Failed
+
+
+@data_app.command("validate")
+def data_validate(
+    data: Annotated[Path, typer.Argument(help="Dataset YAML or folder.")],
+    split: Annotated[list[str] | None, typer.Option(help="Split(s) to check [default: all].")] = None,
+) -> None:
+    """Check every image and mask of a dataset; list every problem; non-zero exit on any."""
+    from .data import check_split, load_dataset_spec
+
+    spec = load_dataset_spec(data)
+    console.print(f"dataset {spec.name}: {spec.num_classes} classes, from {spec.source}",
+                  highlight=False, markup=False)
+    problems = 0
+    for name in split or list(spec.splits):
+        rep = check_split(spec, name)
+        problems += len(rep.problems)
+        for p in rep.problems:
+            err_console.print(f"problem: {p}", highlight=False, markup=False)
+        status = "ok" if rep.ok else f"{len(rep.problems)} problem(s)"
+        console.print(f"split {name}: {rep.num_images} images, {status}")
+    if problems:
+        raise _Failed
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered architectures with their parameter counts (defaults, 11 classes)."""
+    from .registry import create_model, list_models
+
+    table = Table(title="architectures")
+    table.add_column("name")
+    table.add_column("parameters (M)", justify="right")
+    for name in list_models():
+        m = create_model(name, num_classes=11)
+        table.add_row(name, f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f}")
+    console.print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        console.print(f"pixelwise {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """pixelwise: semantic segmentation toolkit."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning exceptions into one line unless ``--debug`` is given."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(levelname)s %(message)s")
+    try:
+        app(args=args, prog_name="pixelwise", standalone_mode=False)
+    except _Failed:
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        from .errors import PixelwiseError
+
+        if not isinstance(exc, PixelwiseError):
+            msg = f"{type(exc).__name__}: {msg} (run with --debug for the traceback)"
+        err_console.print(f"error: {msg}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

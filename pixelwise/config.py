@@ -1,0 +1,163 @@
+"""Typed run configuration: one home for every training default.
+
+A recipe is a YAML file whose keys mirror :class:`RunConfig`; ``--set key.sub=value`` overrides any
+field (the value is parsed as YAML). Unknown keys are errors. Relative paths in a recipe are relative to
+the recipe file; relative paths given with ``--set`` are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import PixelwiseError, pydantic_message
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "AugmentConfig",
+    "NormalizeConfig",
+    "LossTerm",
+    "LossConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "RunConfig",
+    "load_config",
+    "apply_overrides",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    dataset: str  # dataset YAML, or a folder with images/ and masks/
+    train_split: str = "train"
+    val_split: str | None = "val"
+
+
+class ModelConfig(_Strict):
+    name: str = "unet"
+    params: dict[str, Any] = Field(default_factory=dict)  # architecture arguments
+
+
+class AugmentConfig(_Strict):
+    crop_size: tuple[int, int] | None = (256, 256)  # (H, W); None trains on whole images
+    scale: tuple[float, float] = (0.5, 2.0)
+    hflip: bool = True
+    vflip: bool = False
+    rotate90: bool = False
+    color_jitter: float = 0.0
+
+
+class NormalizeConfig(_Strict):
+    mean: list[float] | None = None  # None: ImageNet for RGB, 0.5 for grayscale
+    std: list[float] | None = None
+
+
+class LossTerm(_Strict):
+    name: str = "ce"
+    weight: float = 1.0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossConfig(_Strict):
+    terms: list[LossTerm] = Field(default_factory=lambda: [LossTerm()])
+    class_weights: list[float] | None = None
+
+
+class OptimConfig(_Strict):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd
+    nesterov: bool = False  # sgd
+    betas: tuple[float, float] = (0.9, 0.999)  # adamw
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["poly", "cosine", "constant"] = "poly"
+    power: float = 0.9  # poly
+    warmup_iters: int = 0
+    warmup_start: float = 0.01  # warm-up starts at lr * warmup_start
+    min_lr_ratio: float = 0.0
+
+
+class TrainConfig(_Strict):
+    epochs: int = 50
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    batch_size: int = 8
+    grad_accum: int = 1
+    eval_batch_size: int = 4
+    num_workers: int = 2
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    val_every: int = 1  # epochs
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    channels_last: bool = False
+
+
+class RunConfig(_Strict):
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def _resolve(path: str, base: Path) -> str:
+    p = Path(os.path.expanduser(os.path.expandvars(path)))
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings to a nested dict (values parsed as YAML)."""
+    for item in overrides:
+        if "=" not in item:
+            raise PixelwiseError(f"--set {item!r}: expected key=value (e.g. train.epochs=10)")
+        key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value) if value else None
+        except yaml.YAMLError:
+            parsed = value
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise PixelwiseError(f"--set {item!r}: {part!r} is not a section")
+            node = child
+        if parts == ["data", "dataset"] and isinstance(parsed, str):
+            parsed = _resolve(parsed, Path.cwd())
+        node[parts[-1]] = parsed
+    return raw
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
+    """Load a recipe YAML, resolve its relative paths, apply overrides, validate."""
+    p = Path(path)
+    if not p.is_file():
+        raise PixelwiseError(f"{p}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise PixelwiseError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise PixelwiseError(f"{p}: expected a mapping of sections (data, model, train, ...)")
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("dataset"), str):
+        data["dataset"] = _resolve(data["dataset"], p.parent)
+    apply_overrides(raw, overrides or [])
+    try:
+        return RunConfig(**raw)
+    except ValidationError as exc:
+        raise PixelwiseError(pydantic_message(exc, str(p))) from None

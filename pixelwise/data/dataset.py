@@ -1,0 +1,105 @@
+"""A map-style dataset over one split of a :class:`DatasetSpec`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import PixelwiseError
+from .io import image_size, read_image, read_mask
+from .spec import DatasetSpec, Sample, decode_mask, resolve_split
+from .transforms import to_tensor
+
+__all__ = ["SegmentationDataset", "SameSizeBatchSampler", "load_pair"]
+
+
+def load_pair(sample: Sample, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an image and its decoded mask; raise if they disagree in size or the mask is invalid."""
+    image = read_image(sample.image, spec.image_channels)
+    if sample.mask is None:
+        return image, None
+    labels, bad = decode_mask(read_mask(sample.mask), spec)
+    if bad:
+        vals = ", ".join(f"{v} ({n} px)" for v, n in bad.items())
+        raise PixelwiseError(f"{sample.mask}: mask values outside the declared classes: {vals}")
+    if labels.shape != image.shape[:2]:
+        raise PixelwiseError(
+            f"{sample.mask}: mask size {labels.shape[1]}x{labels.shape[0]} != image size "
+            f"{image.shape[1]}x{image.shape[0]} ({sample.image.name})"
+        )
+    return image, labels
+
+
+class SegmentationDataset(Dataset):
+    """Items are dicts: ``image`` (C×H×W float32, normalised), ``mask`` (H×W int64, 255 = ignore),
+    ``index`` and ``path``.
+
+    Random transforms are seeded from ``(seed, epoch, index)``: the same sample in the same epoch gets the
+    same augmentation whatever the number of workers, which makes resumed runs continue exactly.
+
+    Args:
+        spec: the dataset definition.
+        split: split name.
+        transform: an albumentations ``Compose`` (must include normalisation).
+        seed: base seed for augmentation.
+    """
+
+    def __init__(
+        self, spec: DatasetSpec, split: str, transform: A.Compose, *, seed: int = 0
+    ) -> None:
+        samples, problems = resolve_split(spec, split)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise PixelwiseError(problems[0] + more)
+        self.spec = spec
+        self.split = split
+        self.samples = samples
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        image, mask = load_pair(sample, self.spec)
+        if mask is None:
+            mask = np.full(image.shape[:2], 255, dtype=np.uint8)
+        self.transform.set_random_seed(
+            (self.seed * 1_000_003 + self.epoch * 10_007 + index) % (2**32)
+        )
+        out = self.transform(image=image, mask=mask)
+        return {
+            "image": to_tensor(out["image"]),
+            "mask": torch.from_numpy(np.ascontiguousarray(out["mask"])).long(),
+            "index": index,
+            "path": str(sample.image),
+        }
+
+
+class SameSizeBatchSampler(Sampler[list[int]]):
+    """Batches of images that share a size (read from headers), so evaluation needs no padding and
+    its scores cannot depend on batch size."""
+
+    def __init__(self, samples: list[Sample], batch_size: int) -> None:
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, s in enumerate(samples):
+            groups[image_size(s.image)].append(i)
+        self.batches = [
+            idx[j : j + batch_size] for idx in groups.values() for j in range(0, len(idx), batch_size)
+        ]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)

@@ -1,0 +1,114 @@
+"""Reading images and masks with explicit conversions, and writing outputs atomically.
+
+Images: EXIF orientation is applied; grayscale, palette, RGBA/LA (alpha dropped), CMYK and 16-bit images
+are converted explicitly to 8-bit RGB (or 8-bit grayscale when one channel is asked for). 16-bit images
+are scaled by 255/65535. Truncated or unreadable files raise :class:`PixelwiseError` naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .._atomic import atomic_path
+from ..errors import PixelwiseError
+
+__all__ = ["IMAGE_EXTENSIONS", "read_image", "read_mask", "image_size", "write_png", "to_uint8"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+
+
+def _open(path: str | os.PathLike[str]) -> Image.Image:
+    p = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                im.load()
+                return ImageOps.exif_transpose(im) or im
+    except FileNotFoundError:
+        raise PixelwiseError(f"{p}: file not found") from None
+    except IsADirectoryError:
+        raise PixelwiseError(f"{p}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise PixelwiseError(f"{p}: not a readable image (unknown or corrupt format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PixelwiseError(f"{p}: image too large to decode safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise PixelwiseError(f"{p}: cannot decode image ({exc})") from None
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale an integer or float array to uint8 (16-bit by 255/65535, floats clipped to 0..255)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.integer):
+        top = 65535 if arr.max(initial=0) > 255 else 255
+        return (arr.astype(np.float64) * (255.0 / top)).round().clip(0, 255).astype(np.uint8)
+    return np.nan_to_num(arr.astype(np.float64)).clip(0, 255).round().astype(np.uint8)
+
+
+def read_image(path: str | os.PathLike[str], channels: int = 3) -> np.ndarray:
+    """Read an image as uint8 H×W×channels (channels 3 = RGB, 1 = grayscale).
+
+    Raises:
+        PixelwiseError: the file is missing, unreadable, truncated or too large.
+    """
+    im = _open(path)
+    if im.width == 0 or im.height == 0:
+        raise PixelwiseError(f"{path}: image has zero size")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        gray = to_uint8(np.asarray(im))
+        arr = gray[..., None] if channels == 1 else np.repeat(gray[..., None], 3, axis=2)
+        return np.ascontiguousarray(arr)
+    target = "L" if channels == 1 else "RGB"
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode != target:
+        im = im.convert(target)
+    arr = np.asarray(im)
+    if channels == 1:
+        arr = arr[..., None]
+    return np.ascontiguousarray(arr)
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a mask's raw values: H×W for index/palette/grayscale masks, H×W×3 for colour masks.
+
+    Palette PNGs give their palette indices (the VOC convention), not their colours.
+    """
+    im = _open(path)
+    if im.mode in ("P", "L", "I;16", "I;16B", "I;16L", "I;16N", "I"):
+        return np.asarray(im)
+    if im.mode == "1":
+        return np.asarray(im).astype(np.uint8) * 255
+    if im.mode == "LA":
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(height, width) after EXIF orientation, read from the header where possible."""
+    try:
+        with Image.open(path) as im:
+            orientation = im.getexif().get(0x0112, 1)
+            w, h = im.size
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise PixelwiseError(f"{path}: cannot read image header ({exc})") from None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def write_png(path: str | os.PathLike[str], image: Image.Image | np.ndarray) -> None:
+    """Write a PNG atomically (temporary file, then rename)."""
+    im = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())

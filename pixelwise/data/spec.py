@@ -1,0 +1,364 @@
+"""Dataset definition: one YAML file names the root, the classes, the mask encoding and the splits.
+
+Example (CamVid)::
+
+    name: camvid
+    root: ../../../shared/data/camvid     # relative paths are relative to this YAML file
+    image_channels: 3
+    classes:
+      - {name: sky, color: [128, 128, 128]}
+      - ...
+    mask: {encoding: index, ignore_index: 11}
+    splits:
+      train: {list: train.txt}            # lines of "image mask", relative to root
+      val: {images: val, masks: valannot} # or paired folders matched by file stem
+
+Mask encodings: ``index`` (pixel value = class id), ``value_map`` (each class's ``mask_value``, e.g. EM
+masks 0 → 0, 255 → 1), ``rgb`` (colour-coded masks through the class colours), ``binary`` (lossy 0/255
+masks such as JPEG, thresholded). A folder holding ``images/`` and ``masks/`` needs no YAML at all: see
+:func:`infer_spec`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import PixelwiseError, pydantic_message
+from .classes import IGNORE_INDEX, ClassInfo, default_colors
+from .io import IMAGE_EXTENSIONS, read_mask
+
+__all__ = [
+    "MaskSpec",
+    "SplitSpec",
+    "DatasetSpec",
+    "Sample",
+    "load_dataset_spec",
+    "infer_spec",
+    "decode_mask",
+    "resolve_split",
+]
+
+
+class MaskSpec(BaseModel):
+    """How mask files encode classes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoding: Literal["index", "value_map", "rgb", "binary"] = "index"
+    ignore_index: int | None = None  # raw value meaning "unlabelled" (index, value_map)
+    ignore_color: tuple[int, int, int] | None = None  # colour meaning "unlabelled" (rgb)
+    threshold: int = 128  # binary: value >= threshold is class 1
+
+
+class SplitSpec(BaseModel):
+    """One split: a list file of ``image mask`` lines, or paired folders matched by stem."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    list_file: str | list[str] | None = Field(default=None, alias="list")  # YAML key: list
+    images: str | None = None
+    masks: str | None = None
+    mask_suffix: str = ""  # mask stem = image stem + suffix (e.g. "_mask")
+    stems: list[str] | None = None  # keep only these image stems (explicit sub-splits)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SplitSpec:
+        if (self.list_file is None) == (self.images is None):
+            raise ValueError("a split needs exactly one of 'list' or 'images'")
+        return self
+
+
+class DatasetSpec(BaseModel):
+    """A dataset: where it is, its classes, how masks encode them, and its splits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "dataset"
+    root: Path
+    image_channels: Literal[1, 3] = 3
+    classes: list[ClassInfo]
+    mask: MaskSpec = MaskSpec()
+    splits: dict[str, SplitSpec]
+    source: str | None = None  # the YAML file or folder it came from (set on loading)
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetSpec:
+        if not self.classes:
+            raise ValueError("at least one class is needed")
+        if len(self.classes) > 255:
+            raise ValueError("at most 255 classes are supported")
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate class names in {names}")
+        if self.mask.encoding == "value_map" and any(c.mask_value is None for c in self.classes):
+            raise ValueError("mask encoding 'value_map' needs a mask_value for every class")
+        if self.mask.encoding == "rgb" and any(c.color is None for c in self.classes):
+            raise ValueError("mask encoding 'rgb' needs a color for every class")
+        if self.mask.encoding == "binary" and len(self.classes) != 2:
+            raise ValueError("mask encoding 'binary' needs exactly 2 classes")
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def colors(self) -> list[tuple[int, int, int]]:
+        fallback = default_colors(self.num_classes)
+        return [c.color or fallback[i] for i, c in enumerate(self.classes)]
+
+    def split(self, name: str) -> SplitSpec:
+        if name not in self.splits:
+            raise PixelwiseError(
+                f"dataset {self.name!r} ({self.source}) has no split {name!r}; "
+                f"splits: {', '.join(self.splits)}"
+            )
+        return self.splits[name]
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path
+    mask: Path | None
+
+
+def load_dataset_spec(path: str | os.PathLike[str]) -> DatasetSpec:
+    """Load a dataset YAML, or infer a spec from a folder of ``images/`` and ``masks/``."""
+    p = Path(path)
+    if p.is_dir():
+        return infer_spec(p)
+    if not p.exists():
+        raise PixelwiseError(f"{p}: dataset file not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise PixelwiseError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise PixelwiseError(f"{p}: expected a mapping with root, classes and splits")
+    if "root" in raw and isinstance(raw["root"], str):
+        root = Path(os.path.expanduser(os.path.expandvars(raw["root"])))
+        raw["root"] = root if root.is_absolute() else (p.parent / root)
+    raw.setdefault("root", p.parent)
+    try:
+        spec = DatasetSpec(**{**raw, "source": str(p)})
+    except ValidationError as exc:
+        raise PixelwiseError(pydantic_message(exc, str(p))) from None
+    if not spec.root.is_dir():
+        raise PixelwiseError(f"{p}: dataset root {spec.root} is not a folder")
+    return spec
+
+
+def _list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise PixelwiseError(f"{folder}: folder not found")
+    return sorted(
+        f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
+    )
+
+
+def resolve_split(spec: DatasetSpec, name: str) -> tuple[list[Sample], list[str]]:
+    """The samples of a split, and the problems found while pairing them (e.g. a missing mask)."""
+    split = spec.split(name)
+    root = spec.root
+    samples: list[Sample] = []
+    problems: list[str] = []
+    list_files = [split.list_file] if isinstance(split.list_file, str) else split.list_file or []
+    for rel in list_files:
+        list_file = root / rel
+        if not list_file.is_file():
+            raise PixelwiseError(f"{list_file}: split list file not found (split {name!r})")
+        for lineno, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), 1):
+            fields = line.split()
+            if not fields or line.lstrip().startswith("#"):
+                continue
+            if len(fields) > 2:
+                problems.append(f"{list_file}:{lineno}: expected 'image [mask]', got {line!r}")
+                continue
+            image = root / fields[0]
+            mask = root / fields[1] if len(fields) == 2 else None
+            samples.append(Sample(image, mask))
+    if split.images is not None:
+        images = _list_images(root / split.images)  # type: ignore[operator]
+        masks: dict[str, Path] = {}
+        if split.masks is not None:
+            masks = {m.stem: m for m in _list_images(root / split.masks)}
+        for img in images:
+            mask = None
+            if split.masks is not None:
+                mask = masks.get(img.stem + split.mask_suffix)
+                if mask is None:
+                    problems.append(f"{img}: no mask named {img.stem + split.mask_suffix}.* "
+                                    f"in {root / split.masks}")
+                    continue
+            samples.append(Sample(img, mask))
+    if split.stems is not None:
+        wanted = set(split.stems)
+        found = {s.image.stem for s in samples}
+        missing = sorted(wanted - found)
+        if missing:
+            problems.append(f"split {name!r}: stems not found: {', '.join(missing[:10])}")
+        samples = [s for s in samples if s.image.stem in wanted]
+    if not samples:
+        problems.append(f"split {name!r} of {spec.source}: no images (empty split)")
+    return samples, problems
+
+
+def _lut(spec: DatasetSpec, size: int) -> np.ndarray:
+    """Value → class lookup table; -1 marks values that are not declared."""
+    lut = np.full(size, -1, dtype=np.int16)
+    if spec.mask.encoding == "index":
+        n = min(spec.num_classes, size)
+        lut[:n] = np.arange(n)
+    else:  # value_map
+        for i, c in enumerate(spec.classes):
+            if c.mask_value is not None and 0 <= c.mask_value < size:
+                lut[c.mask_value] = i
+    if spec.mask.ignore_index is not None and 0 <= spec.mask.ignore_index < size:
+        lut[spec.mask.ignore_index] = IGNORE_INDEX
+    return lut
+
+
+def decode_mask(raw: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, dict[str, int]]:
+    """Map a raw mask to class indices (uint8, ``IGNORE_INDEX`` for unlabelled).
+
+    Returns:
+        The label map and ``{undeclared value: pixel count}`` (empty when the mask is valid). Undeclared
+        pixels are set to ``IGNORE_INDEX`` in the label map.
+    """
+    enc = spec.mask.encoding
+    if raw.ndim == 3 and enc != "rgb":
+        if np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2]):
+            raw = raw[..., 0]
+        else:
+            return np.full(raw.shape[:2], IGNORE_INDEX, np.uint8), {"<colour mask>": raw.shape[0] * raw.shape[1]}
+    if enc == "binary":
+        gray = raw if raw.ndim == 2 else raw[..., 0]
+        scale = 257 if gray.dtype == np.uint16 and gray.max(initial=0) > 255 else 1
+        return (gray >= spec.mask.threshold * scale).astype(np.uint8), {}
+    if enc == "rgb":
+        if raw.ndim == 2:
+            raw = np.repeat(raw[..., None], 3, axis=2)
+        code = (raw[..., 0].astype(np.int32) << 16) | (raw[..., 1].astype(np.int32) << 8) | raw[..., 2]
+        table = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(spec.colors)}
+        if spec.mask.ignore_color is not None:
+            r, g, b = spec.mask.ignore_color
+            table[(r << 16) | (g << 8) | b] = IGNORE_INDEX
+        values, inverse = np.unique(code, return_inverse=True)
+        mapped = np.array([table.get(int(v), -1) for v in values], dtype=np.int16)
+        out = mapped[inverse.reshape(code.shape)]
+        bad_values = values[mapped < 0]
+        bad = {}
+        for v in bad_values:
+            v = int(v)
+            bad[f"rgb({v >> 16},{(v >> 8) & 255},{v & 255})"] = int((code == v).sum())
+    else:
+        if raw.dtype.kind not in "ui":
+            raise PixelwiseError(f"mask has non-integer values (dtype {raw.dtype})")
+        size = 256 if raw.dtype == np.uint8 else int(raw.max(initial=0)) + 1
+        if raw.min(initial=0) < 0:
+            return np.full(raw.shape, IGNORE_INDEX, np.uint8), {"<negative>": int((raw < 0).sum())}
+        out = _lut(spec, max(size, 256))[raw]
+        bad = {}
+        if (out < 0).any():
+            vals, counts = np.unique(raw[out < 0], return_counts=True)
+            bad = {str(int(v)): int(c) for v, c in zip(vals, counts, strict=True)}
+    out = np.where(out < 0, IGNORE_INDEX, out).astype(np.uint8)
+    return out, bad
+
+
+def _stable_fold(stem: str, k: int = 5) -> int:
+    return int(hashlib.md5(stem.encode("utf-8")).hexdigest(), 16) % k
+
+
+def infer_spec(folder: str | os.PathLike[str]) -> DatasetSpec:
+    """A spec for a folder without YAML.
+
+    Layouts: ``folder/images`` + ``folder/masks`` (split into ``train``/``val`` 80/20 by a stable hash of
+    the file stem, plus ``all``), or ``folder/<split>/images`` + ``folder/<split>/masks`` for each split.
+    Classes come from the mask values: only 0 and 255 → binary ``value_map`` (0 background, 255
+    foreground); other gray values → ``index`` classes 0..max (255 means unlabelled when other values
+    exist); colour masks → one class per colour found. ``spec.source`` says what was inferred.
+    """
+    root = Path(folder)
+    splits: dict[str, SplitSpec] = {}
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        stems = [p.stem for p in _list_images(root / "images")]
+        val = [s for s in stems if _stable_fold(s) == 0]
+        train = [s for s in stems if _stable_fold(s) != 0]
+        splits["all"] = SplitSpec(images="images", masks="masks")
+        if train and val:
+            splits["train"] = SplitSpec(images="images", masks="masks", stems=train)
+            splits["val"] = SplitSpec(images="images", masks="masks", stems=val)
+    else:
+        for sub in sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []:
+            if (sub / "images").is_dir() and (sub / "masks").is_dir():
+                splits[sub.name] = SplitSpec(images=f"{sub.name}/images", masks=f"{sub.name}/masks")
+    if not splits:
+        raise PixelwiseError(
+            f"{root}: not a dataset YAML and no images/ + masks/ folders (or <split>/images + "
+            "<split>/masks) inside"
+        )
+    mask_files = sorted({m for s in splits.values() for m in _list_images(root / s.masks)})  # type: ignore[operator]
+    if not mask_files:
+        raise PixelwiseError(f"{root}: the masks folder holds no images")
+    gray_values: set[int] = set()
+    colours: set[tuple[int, int, int]] = set()
+    channels = 1
+    for m in mask_files:
+        raw = read_mask(m)
+        if raw.ndim == 3 and not (
+            np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2])
+        ):
+            colours.update(map(tuple, np.unique(raw.reshape(-1, 3), axis=0).tolist()))
+        else:
+            gray_values.update(np.unique(raw if raw.ndim == 2 else raw[..., 0]).tolist())
+    first = _list_images(root / next(iter(splits.values())).images)  # type: ignore[operator]
+    if first:
+        from PIL import Image
+
+        with Image.open(first[0]) as im:
+            channels = 1 if im.mode in ("L", "I;16", "I", "1") else 3
+    if colours:
+        colours.update((v, v, v) for v in gray_values)
+        ordered = sorted(colours)
+        classes = [ClassInfo(name=f"class_{i}", color=c) for i, c in enumerate(ordered)]
+        mask = MaskSpec(encoding="rgb")
+        how = f"{len(ordered)} mask colours → classes class_0..class_{len(ordered) - 1}"
+    elif gray_values <= {0, 255}:
+        classes = [
+            ClassInfo(name="background", color=(0, 0, 0), mask_value=0),
+            ClassInfo(name="foreground", color=(255, 255, 255), mask_value=255),
+        ]
+        mask = MaskSpec(encoding="value_map")
+        how = "binary masks: 0 → background, 255 → foreground"
+    else:
+        ignore = 255 if 255 in gray_values else None
+        top = max(v for v in gray_values if v != ignore)
+        classes = [ClassInfo(name=f"class_{i}") for i in range(top + 1)]
+        mask = MaskSpec(encoding="index", ignore_index=ignore)
+        how = f"index masks: values 0..{top} → class_0..class_{top}" + (
+            ", 255 → unlabelled" if ignore is not None else ""
+        )
+    split_note = ", ".join(f"{k}" for k in splits)
+    return DatasetSpec(
+        name=root.name,
+        root=root,
+        image_channels=channels,
+        classes=classes,
+        mask=mask,
+        splits=splits,
+        source=f"{root} (inferred: {how}; splits {split_note}; images "
+        f"{'grayscale' if channels == 1 else 'RGB'})",
+    )

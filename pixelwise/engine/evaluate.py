@@ -1,0 +1,144 @@
+"""Evaluation: one confusion matrix over a whole split, then every score from its totals."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .._atomic import write_text_atomic
+from ..data import SameSizeBatchSampler, SegmentationDataset, build_eval_transform, check_dataset
+from ..data.classes import IGNORE_INDEX
+from ..data.spec import DatasetSpec
+from ..errors import PixelwiseError
+from ..metrics import ConfusionMatrix, SegmentationScores
+from .predictor import Segmenter
+from .visualize import plot_confusion
+
+__all__ = ["EvalResult", "confusion_over", "evaluate", "report_dict", "write_report", "eval_loader"]
+
+
+@dataclass
+class EvalResult:
+    """A split's confusion matrix and the scores derived from it."""
+
+    confusion: ConfusionMatrix
+    scores: SegmentationScores
+    class_names: list[str]
+    split: str
+    dataset: str
+    num_images: int
+    seconds: float
+
+
+def eval_loader(
+    spec: DatasetSpec, split: str, mean, std, *, batch_size: int, num_workers: int  # noqa: ANN001
+) -> DataLoader:
+    """Unaugmented loader whose batches hold same-size images only."""
+    ds = SegmentationDataset(spec, split, build_eval_transform(mean=mean, std=std))
+    return DataLoader(
+        ds,
+        batch_sampler=SameSizeBatchSampler(ds.samples, batch_size),
+        num_workers=num_workers,
+    )
+
+
+def confusion_over(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    loader: DataLoader,
+    num_classes: int,
+    *,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> ConfusionMatrix:
+    """Accumulate the confusion matrix of ``argmax(logits_fn(images))`` against the masks."""
+    cm = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
+        pred = logits_fn(batch["image"]).argmax(dim=1).cpu()
+        cm.update(pred, batch["mask"])
+    return cm
+
+
+def evaluate(
+    segmenter: Segmenter,
+    spec: DatasetSpec,
+    split: str = "test",
+    *,
+    batch_size: int = 4,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> EvalResult:
+    """Score ``segmenter`` on a labelled split (checked for bad data first)."""
+    if spec.num_classes != segmenter.meta.num_classes:
+        raise PixelwiseError(
+            f"model has {segmenter.meta.num_classes} classes but dataset {spec.source} has "
+            f"{spec.num_classes}"
+        )
+    check_dataset(spec, [split])
+    loader = eval_loader(
+        spec, split, segmenter.meta.mean, segmenter.meta.std,
+        batch_size=batch_size, num_workers=num_workers,
+    )
+    if any(s.mask is None for s in loader.dataset.samples):  # type: ignore[attr-defined]
+        raise PixelwiseError(f"split {split!r} of {spec.source} has images without masks")
+    t0 = time.perf_counter()
+    cm = confusion_over(segmenter.logits, loader, spec.num_classes, progress=progress)
+    return EvalResult(
+        confusion=cm,
+        scores=cm.scores(),
+        class_names=spec.class_names,
+        split=split,
+        dataset=spec.name,
+        num_images=len(loader.dataset),  # type: ignore[arg-type]
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _num(x: float) -> float | None:
+    return None if math.isnan(x) else round(float(x), 6)
+
+
+def report_dict(result: EvalResult) -> dict:
+    """The JSON report: top-level means, a ``per_class`` list, and the raw confusion matrix."""
+    s = result.scores
+    return {
+        "dataset": result.dataset,
+        "split": result.split,
+        "num_images": result.num_images,
+        "miou": _num(s.miou),
+        "pixel_accuracy": _num(s.pixel_accuracy),
+        "mean_accuracy": _num(s.mean_accuracy),
+        "fw_iou": _num(s.fw_iou),
+        "mean_dice": _num(s.mean_dice),
+        "per_class": [
+            {
+                "name": name,
+                "iou": _num(s.iou[i]),
+                "dice": _num(s.dice[i]),
+                "accuracy": _num(s.accuracy[i]),
+                "support": int(s.support[i]),
+                "present": bool(s.present[i]),
+            }
+            for i, name in enumerate(result.class_names)
+        ],
+        "confusion_matrix": result.confusion.matrix.tolist(),
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def write_report(result: EvalResult, path: str | os.PathLike[str]) -> Path:
+    """Write the JSON report and ``<stem>_confusion.png`` beside it; return the PNG's path."""
+    path = Path(path)
+    write_text_atomic(path, json.dumps(report_dict(result), indent=2) + "\n")
+    png = path.with_name(path.stem + "_confusion.png")
+    plot_confusion(result.confusion.matrix.numpy().astype(np.int64), result.class_names, png)
+    return png

@@ -1,0 +1,5 @@
+"""Architectures. Importing this package registers every builder with :mod:`pixelwise.registry`."""
+
+from . import unet
+
+__all__ = ["unet"]
