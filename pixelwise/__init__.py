@@ -14,6 +14,11 @@ Public API::
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# albumentations checks PyPI for a newer version on import; pixelwise never touches the network.
+_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
 from .config import RunConfig, load_config  # noqa: E402
 from .data import DatasetSpec, load_dataset_spec  # noqa: E402
 from .engine import (  # noqa: E402

@@ -6,7 +6,6 @@ shows the traceback instead.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -42,8 +41,12 @@ def _pct(x: float | None) -> str:
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="Recipe YAML (see configs/).")],
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key.sub=value.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder [default: runs/<recipe name>].")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override: key.sub=value.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder [default: runs/<recipe name>].")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -66,7 +69,9 @@ def evaluate(
     model: Annotated[Path, typer.Option(help="Checkpoint (.ckpt).")],
     data: Annotated[Path, typer.Option(help="Dataset YAML or folder.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
-    out: Annotated[Path | None, typer.Option(help="JSON report path (+ _confusion.png beside).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="JSON report path (+ _confusion.png beside).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
@@ -79,15 +84,21 @@ def evaluate(
 
     seg = Segmenter.from_checkpoint(model, device=device)
     spec = load_dataset_spec(data)
-    result = run_evaluate(seg, spec, split, batch_size=batch_size, num_workers=workers,
-                          progress=not quiet)
+    result = run_evaluate(
+        seg, spec, split, batch_size=batch_size, num_workers=workers, progress=not quiet
+    )
     rep = report_dict(result)
     table = Table(title=f"{rep['dataset']} / {split}: {rep['num_images']} images")
     for col in ("class", "IoU %", "Dice %", "Acc %", "pixels"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for c in rep["per_class"]:
-        table.add_row(c["name"], _pct(c["iou"]), _pct(c["dice"]), _pct(c["accuracy"]),
-                      f"{c['support']:,}" if c["present"] else "absent")
+        table.add_row(
+            c["name"],
+            _pct(c["iou"]),
+            _pct(c["dice"]),
+            _pct(c["accuracy"]),
+            f"{c['support']:,}" if c["present"] else "absent",
+        )
     console.print(table)
     console.print(
         f"mIoU {_pct(rep['miou'])}  pixel acc {_pct(rep['pixel_accuracy'])}  "
@@ -104,7 +115,9 @@ def predict(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
     model: Annotated[Path, typer.Option(help="Checkpoint (.ckpt).")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
-    probs: Annotated[bool, typer.Option(help="Also write per-class probabilities (.npy, C×H×W).")] = False,
+    probs: Annotated[
+        bool, typer.Option(help="Also write per-class probabilities (.npy, C×H×W).")
+    ] = False,
     overlay: Annotated[bool, typer.Option(help="Write <name>_overlay.png with a legend.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -115,8 +128,11 @@ def predict(
     seg = Segmenter.from_checkpoint(model, device=device)
     summary = predict_files(seg, inputs, out, probs=probs, overlay=overlay, progress=not quiet)
     for path, reason in summary.failed:
-        err_console.print(f"skipped: {reason if path in reason else f'{path}: {reason}'}",
-                          highlight=False, markup=False)
+        err_console.print(
+            f"skipped: {reason if path in reason else f'{path}: {reason}'}",
+            highlight=False,
+            markup=False,
+        )
     console.print(f"wrote {len(summary.written)} mask(s) to {out}; {len(summary.failed)} failed")
     if summary.failed:
         raise _Failed
@@ -125,14 +141,19 @@ def predict(
 @data_app.command("validate")
 def data_validate(
     data: Annotated[Path, typer.Argument(help="Dataset YAML or folder.")],
-    split: Annotated[list[str] | None, typer.Option(help="Split(s) to check [default: all].")] = None,
+    split: Annotated[
+        list[str] | None, typer.Option(help="Split(s) to check [default: all].")
+    ] = None,
 ) -> None:
     """Check every image and mask of a dataset; list every problem; non-zero exit on any."""
     from .data import check_split, load_dataset_spec
 
     spec = load_dataset_spec(data)
-    console.print(f"dataset {spec.name}: {spec.num_classes} classes, from {spec.source}",
-                  highlight=False, markup=False)
+    console.print(
+        f"dataset {spec.name}: {spec.num_classes} classes, from {spec.source}",
+        highlight=False,
+        markup=False,
+    )
     problems = 0
     for name in split or list(spec.splits):
         rep = check_split(spec, name)
@@ -169,8 +190,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """pixelwise: semantic segmentation toolkit."""
@@ -181,8 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                        format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(message)s"
+    )
     try:
         app(args=args, prog_name="pixelwise", standalone_mode=False)
     except _Failed:

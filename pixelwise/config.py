@@ -129,6 +129,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             parsed = yaml.safe_load(value) if value else None
         except yaml.YAMLError:
             parsed = value
+        if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
+            parsed = value  # YAML 1.1 reads off/on/yes/no as booleans; keep the word
         node = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:

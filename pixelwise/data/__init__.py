@@ -3,7 +3,16 @@
 from .classes import IGNORE_INDEX, ClassInfo
 from .dataset import SameSizeBatchSampler, SegmentationDataset, load_pair
 from .io import read_image, read_mask, write_png
-from .spec import DatasetSpec, MaskSpec, Sample, SplitSpec, decode_mask, infer_spec, load_dataset_spec, resolve_split
+from .spec import (
+    DatasetSpec,
+    MaskSpec,
+    Sample,
+    SplitSpec,
+    decode_mask,
+    infer_spec,
+    load_dataset_spec,
+    resolve_split,
+)
 from .transforms import build_eval_transform, build_train_transform, default_normalization
 from .validate import SplitReport, check_dataset, check_split
 

@@ -23,7 +23,7 @@ def load_pair(sample: Sample, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray
     image = read_image(sample.image, spec.image_channels)
     if sample.mask is None:
         return image, None
-    labels, bad = decode_mask(read_mask(sample.mask), spec)
+    labels, bad = decode_mask(read_mask(sample.mask, as_rgb=spec.mask.encoding == "rgb"), spec)
     if bad:
         vals = ", ".join(f"{v} ({n} px)" for v, n in bad.items())
         raise PixelwiseError(f"{sample.mask}: mask values outside the declared classes: {vals}")
@@ -95,7 +95,9 @@ class SameSizeBatchSampler(Sampler[list[int]]):
         for i, s in enumerate(samples):
             groups[image_size(s.image)].append(i)
         self.batches = [
-            idx[j : j + batch_size] for idx in groups.values() for j in range(0, len(idx), batch_size)
+            idx[j : j + batch_size]
+            for idx in groups.values()
+            for j in range(0, len(idx), batch_size)
         ]
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -20,7 +20,18 @@ from ..errors import PixelwiseError
 
 __all__ = ["IMAGE_EXTENSIONS", "read_image", "read_mask", "image_size", "write_png", "to_uint8"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+    ".ppm",
+    ".pgm",
+)
 
 
 def _open(path: str | os.PathLike[str]) -> Image.Image:
@@ -44,13 +55,14 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
 
 
 def to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Scale an integer or float array to uint8 (16-bit by 255/65535, floats clipped to 0..255)."""
+    """Scale an integer or float array to uint8 (wider integers by 255/65535 whatever their content,
+    floats clipped to 0..255)."""
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == bool:
         return arr.astype(np.uint8) * 255
     if np.issubdtype(arr.dtype, np.integer):
-        top = 65535 if arr.max(initial=0) > 255 else 255
+        top = 255 if arr.dtype.itemsize == 1 else 65535
         return (arr.astype(np.float64) * (255.0 / top)).round().clip(0, 255).astype(np.uint8)
     return np.nan_to_num(arr.astype(np.float64)).clip(0, 255).round().astype(np.uint8)
 
@@ -79,12 +91,15 @@ def read_image(path: str | os.PathLike[str], channels: int = 3) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+def read_mask(path: str | os.PathLike[str], *, as_rgb: bool = False) -> np.ndarray:
     """Read a mask's raw values: H×W for index/palette/grayscale masks, H×W×3 for colour masks.
 
-    Palette PNGs give their palette indices (the VOC convention), not their colours.
+    Palette PNGs give their palette indices (the VOC convention), not their colours, unless
+    ``as_rgb`` is set (colour-coded datasets), which gives every mask as H×W×3 colours.
     """
     im = _open(path)
+    if as_rgb:
+        return np.asarray(im.convert("RGB"))
     if im.mode in ("P", "L", "I;16", "I;16B", "I;16L", "I;16N", "I"):
         return np.asarray(im)
     if im.mode == "1":

@@ -199,8 +199,10 @@ def resolve_split(spec: DatasetSpec, name: str) -> tuple[list[Sample], list[str]
             if split.masks is not None:
                 mask = masks.get(img.stem + split.mask_suffix)
                 if mask is None:
-                    problems.append(f"{img}: no mask named {img.stem + split.mask_suffix}.* "
-                                    f"in {root / split.masks}")
+                    problems.append(
+                        f"{img}: no mask named {img.stem + split.mask_suffix}.* "
+                        f"in {root / split.masks}"
+                    )
                     continue
             samples.append(Sample(img, mask))
     if split.stems is not None:
@@ -242,15 +244,19 @@ def decode_mask(raw: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, dict[st
         if np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2]):
             raw = raw[..., 0]
         else:
-            return np.full(raw.shape[:2], IGNORE_INDEX, np.uint8), {"<colour mask>": raw.shape[0] * raw.shape[1]}
+            return np.full(raw.shape[:2], IGNORE_INDEX, np.uint8), {
+                "<colour mask>": raw.shape[0] * raw.shape[1]
+            }
     if enc == "binary":
         gray = raw if raw.ndim == 2 else raw[..., 0]
-        scale = 257 if gray.dtype == np.uint16 and gray.max(initial=0) > 255 else 1
+        scale = 1 if gray.dtype.itemsize == 1 else 257
         return (gray >= spec.mask.threshold * scale).astype(np.uint8), {}
     if enc == "rgb":
         if raw.ndim == 2:
             raw = np.repeat(raw[..., None], 3, axis=2)
-        code = (raw[..., 0].astype(np.int32) << 16) | (raw[..., 1].astype(np.int32) << 8) | raw[..., 2]
+        code = (
+            (raw[..., 0].astype(np.int32) << 16) | (raw[..., 1].astype(np.int32) << 8) | raw[..., 2]
+        )
         table = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(spec.colors)}
         if spec.mask.ignore_color is not None:
             r, g, b = spec.mask.ignore_color

@@ -15,8 +15,14 @@ import torch
 
 from .classes import IGNORE_INDEX
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "default_normalization", "build_train_transform",
-           "build_eval_transform", "to_tensor"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "default_normalization",
+    "build_train_transform",
+    "build_eval_transform",
+    "to_tensor",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,8 +53,11 @@ def build_train_transform(
         h, w = int(crop_size[0]), int(crop_size[1])
         ops.append(
             A.PadIfNeeded(
-                min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT,
-                fill=0, fill_mask=IGNORE_INDEX,
+                min_height=h,
+                min_width=w,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=IGNORE_INDEX,
             )
         )
         ops.append(A.RandomCrop(height=h, width=w))
@@ -60,8 +69,13 @@ def build_train_transform(
         ops.append(A.RandomRotate90(p=0.5))
     if color_jitter > 0:
         ops.append(
-            A.ColorJitter(brightness=color_jitter, contrast=color_jitter,
-                          saturation=color_jitter, hue=min(0.5, color_jitter / 4), p=0.8)
+            A.ColorJitter(
+                brightness=color_jitter,
+                contrast=color_jitter,
+                saturation=color_jitter,
+                hue=min(0.5, color_jitter / 4),
+                p=0.8,
+            )
         )
     ops.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0))
     return A.Compose(ops)

@@ -34,7 +34,9 @@ class SplitReport:
         return not self.problems
 
 
-def _check_one(sample: Sample, spec: DatasetSpec) -> tuple[list[str], dict[str, int], np.ndarray | None]:
+def _check_one(
+    sample: Sample, spec: DatasetSpec
+) -> tuple[list[str], dict[str, int], np.ndarray | None]:
     problems: list[str] = []
     try:
         image = read_image(sample.image, spec.image_channels)
@@ -45,7 +47,7 @@ def _check_one(sample: Sample, spec: DatasetSpec) -> tuple[list[str], dict[str, 
     if not sample.mask.exists():
         return [f"{sample.mask}: mask file not found (image {sample.image})"], {}, None
     try:
-        labels, bad = decode_mask(read_mask(sample.mask), spec)
+        labels, bad = decode_mask(read_mask(sample.mask, as_rgb=spec.mask.encoding == "rgb"), spec)
     except PixelwiseError as exc:
         return [str(exc)], {}, None
     if labels.shape != image.shape[:2]:

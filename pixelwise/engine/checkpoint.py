@@ -72,8 +72,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             f"{p}: refused to load: the file holds objects other than tensors and plain data "
             f"({first[:200]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise PixelwiseError(f"{p}: not a readable checkpoint ({str(exc).splitlines()[0][:200]})") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types on garbage input
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PixelwiseError(f"{p}: not a readable checkpoint ({first[:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise PixelwiseError(f"{p}: not a pixelwise checkpoint (expected format {FORMAT})")
     return ckpt
@@ -85,7 +86,15 @@ def build_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor] | None = No
         meta.arch, num_classes=meta.num_classes, in_channels=meta.in_channels, **meta.model_kwargs
     )
     if state_dict is not None:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        except RuntimeError as exc:
+            first = (
+                str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "shape mismatch"
+            )
+            raise PixelwiseError(
+                f"weights do not match architecture {meta.arch!r} {meta.model_kwargs}: {first[:200]}"
+            ) from None
         if missing or unexpected:
             raise PixelwiseError(
                 f"weights do not match architecture {meta.arch!r}: missing {missing[:3]}, "

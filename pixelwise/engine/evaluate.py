@@ -41,7 +41,13 @@ class EvalResult:
 
 
 def eval_loader(
-    spec: DatasetSpec, split: str, mean, std, *, batch_size: int, num_workers: int  # noqa: ANN001
+    spec: DatasetSpec,
+    split: str,
+    mean,
+    std,
+    *,
+    batch_size: int,
+    num_workers: int,  # noqa: ANN001
 ) -> DataLoader:
     """Unaugmented loader whose batches hold same-size images only."""
     ds = SegmentationDataset(spec, split, build_eval_transform(mean=mean, std=std))
@@ -85,8 +91,12 @@ def evaluate(
         )
     check_dataset(spec, [split])
     loader = eval_loader(
-        spec, split, segmenter.meta.mean, segmenter.meta.std,
-        batch_size=batch_size, num_workers=num_workers,
+        spec,
+        split,
+        segmenter.meta.mean,
+        segmenter.meta.std,
+        batch_size=batch_size,
+        num_workers=num_workers,
     )
     if any(s.mask is None for s in loader.dataset.samples):  # type: ignore[attr-defined]
         raise PixelwiseError(f"split {split!r} of {spec.source} has images without masks")

@@ -43,7 +43,9 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
             found.extend(files)
         elif os.path.isdir(item):
             files = sorted(
-                p for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                p
+                for p in Path(item).rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
             )
             if not files:
                 failed.append((item, "folder holds no images"))
@@ -79,7 +81,9 @@ def predict_files(
     meta = segmenter.meta
     for path, stem in tqdm(
         list(zip(paths, _output_stems(paths), strict=True)),
-        desc="predict", unit="img", disable=not progress,
+        desc="predict",
+        unit="img",
+        disable=not progress,
     ):
         try:
             image = read_image(path, meta.in_channels)

@@ -27,7 +27,9 @@ class Segmenter:
         amp: autocast for inference (``off`` by default: float32 logits).
     """
 
-    def __init__(self, model: nn.Module, meta: ModelMeta, *, device: str = "auto", amp: str = "off"):
+    def __init__(
+        self, model: nn.Module, meta: ModelMeta, *, device: str = "auto", amp: str = "off"
+    ):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.meta = meta
@@ -64,14 +66,18 @@ class Segmenter:
 
     def predict_proba(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities: K×H×W for one image, or N×K×H×W for a list of same-size images."""
-        single = isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype == np.uint8
+        single = (
+            isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype == np.uint8
+        )
         batch = torch.stack([self.preprocess(im) for im in ([images] if single else images)])
         probs = torch.softmax(self.logits(batch), dim=1).cpu().numpy()
         return probs[0] if single else probs
 
     def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Class-index map(s), uint8: H×W for one image, N×H×W for a list."""
-        single = isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype == np.uint8
+        single = (
+            isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype == np.uint8
+        )
         batch = torch.stack([self.preprocess(im) for im in ([images] if single else images)])
         labels = self.logits(batch).argmax(dim=1).to(torch.uint8).cpu().numpy()
         return labels[0] if single else labels

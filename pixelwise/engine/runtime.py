@@ -45,9 +45,10 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu":
         cpu = torch.cpu
-        native = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
-            cpu, "_is_amx_tile_supported", lambda: False
-        )()
+        native = (
+            getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+            or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+        )
         return torch.bfloat16 if native else None
     return None
 

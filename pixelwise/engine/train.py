@@ -51,8 +51,15 @@ __all__ = ["TrainResult", "train", "build_optimizer", "lr_factor"]
 log = logging.getLogger(__name__)
 
 METRIC_FIELDS = [
-    "epoch", "step", "lr", "train_loss", "val_miou", "val_pixel_accuracy", "val_mean_accuracy",
-    "epoch_seconds", "train_images_per_second",
+    "epoch",
+    "step",
+    "lr",
+    "train_loss",
+    "val_miou",
+    "val_pixel_accuracy",
+    "val_mean_accuracy",
+    "epoch_seconds",
+    "train_images_per_second",
 ]
 
 
@@ -102,8 +109,12 @@ def _rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
         "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
     }
     if torch.cuda.is_available():
@@ -114,8 +125,9 @@ def _rng_state() -> dict:
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in state and torch.cuda.is_available():
@@ -125,8 +137,12 @@ def _set_rng_state(state: dict) -> None:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-            text=True, timeout=5, check=False,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
@@ -167,19 +183,6 @@ def _write_metrics(rows: list[dict], path: Path) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
-def _read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        r["epoch"] = int(r["epoch"])
-        r["step"] = int(r["step"])
-        for k in ("lr", "train_loss"):
-            r[k] = float(r[k])
-    return rows
-
-
 def train(
     cfg: RunConfig,
     out_dir: str | Path,
@@ -199,7 +202,9 @@ def train(
         )
     tc = cfg.train
     if tc.batch_size < 1 or tc.grad_accum < 1 or tc.epochs < 1:
-        raise PixelwiseError("train.batch_size, train.grad_accum and train.epochs must be at least 1")
+        raise PixelwiseError(
+            "train.batch_size, train.grad_accum and train.epochs must be at least 1"
+        )
 
     # --- data, checked before anything else -------------------------------------------------
     spec = load_dataset_spec(cfg.data.dataset)
@@ -225,21 +230,35 @@ def train(
         spec,
         cfg.data.train_split,
         build_train_transform(
-            crop_size=a.crop_size, scale=a.scale, hflip=a.hflip, vflip=a.vflip,
-            rotate90=a.rotate90, color_jitter=a.color_jitter, mean=mean, std=std,
+            crop_size=a.crop_size,
+            scale=a.scale,
+            hflip=a.hflip,
+            vflip=a.vflip,
+            rotate90=a.rotate90,
+            color_jitter=a.color_jitter,
+            mean=mean,
+            std=std,
         ),
         seed=tc.seed,
     )
     val_loader = (
-        eval_loader(spec, cfg.data.val_split, mean, std,
-                    batch_size=tc.eval_batch_size, num_workers=tc.num_workers)
+        eval_loader(
+            spec,
+            cfg.data.val_split,
+            mean,
+            std,
+            batch_size=tc.eval_batch_size,
+            num_workers=tc.num_workers,
+        )
         if cfg.data.val_split
         else None
     )
 
     # --- model, loss, optimisation ----------------------------------------------------------
     model = create_model(
-        cfg.model.name, num_classes=spec.num_classes, in_channels=spec.image_channels,
+        cfg.model.name,
+        num_classes=spec.num_classes,
+        in_channels=spec.image_channels,
         **cfg.model.params,
     ).to(device)
     if tc.channels_last:
@@ -288,7 +307,7 @@ def train(
         start_epoch, step = st["epoch"], st["step"]
         best_miou, best_epoch = st["best_miou"], st["best_epoch"]
         _set_rng_state(st["rng"])
-        rows = [r for r in _read_metrics(out / "metrics.csv") if r["epoch"] <= start_epoch]
+        rows = [dict(r) for r in st["metrics"]]
         log.info("resuming %s at epoch %d, step %d", out, start_epoch, step)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -316,6 +335,7 @@ def train(
                 "best_miou": best_miou,
                 "best_epoch": best_epoch,
                 "rng": _rng_state(),
+                "metrics": [dict(r) for r in rows],
             }
         save_checkpoint(path, payload)
 
@@ -335,15 +355,22 @@ def train(
         loader = DataLoader(
             train_ds,
             batch_size=tc.batch_size,
-            sampler=RandomSampler(train_ds, generator=torch.Generator().manual_seed(tc.seed + epoch)),
+            sampler=RandomSampler(
+                train_ds, generator=torch.Generator().manual_seed(tc.seed + epoch)
+            ),
             num_workers=tc.num_workers,
             drop_last=len(train_ds) >= tc.batch_size,
             pin_memory=device.type == "cuda",
         )
         model.train()
         loss_sum, loss_n, images = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress,
-                   unit="batch", dynamic_ncols=True)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{tc.epochs}",
+            disable=not progress,
+            unit="batch",
+            dynamic_ncols=True,
+        )
         optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(bar):
             x = batch["image"].to(device, non_blocking=True)
@@ -369,8 +396,9 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
                 step += 1
-                bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}",
-                                lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                bar.set_postfix(
+                    loss=f"{loss_sum / loss_n:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}"
+                )
                 if tc.max_steps is not None and step >= tc.max_steps:
                     break
         bar.close()
@@ -389,10 +417,14 @@ def train(
         if val_loader is not None and ((epoch + 1) % tc.val_every == 0 or last_epoch):
             model.eval()
             with torch.no_grad():
-                scores = confusion_over(val_logits, val_loader, spec.num_classes,
-                                        progress=progress, desc="validate").scores()
-            row.update(val_miou=round(scores.miou, 6), val_pixel_accuracy=round(scores.pixel_accuracy, 6),
-                       val_mean_accuracy=round(scores.mean_accuracy, 6))
+                scores = confusion_over(
+                    val_logits, val_loader, spec.num_classes, progress=progress, desc="validate"
+                ).scores()
+            row.update(
+                val_miou=round(scores.miou, 6),
+                val_pixel_accuracy=round(scores.pixel_accuracy, 6),
+                val_mean_accuracy=round(scores.mean_accuracy, 6),
+            )
             if scores.miou > best_miou:
                 best_miou, best_epoch = scores.miou, epoch + 1
                 save(best_path, full=False, epoch=epoch + 1)
@@ -402,13 +434,19 @@ def train(
         row["epoch_seconds"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
         log.info(
-            "epoch %d/%d: step %d, loss %.4f, lr %.2e, %.1f img/s, %.0fs%s", epoch + 1, tc.epochs,
-            step, row["train_loss"], row["lr"], row["train_images_per_second"], row["epoch_seconds"],
+            "epoch %d/%d: step %d, loss %.4f, lr %.2e, %.1f img/s, %.0fs%s",
+            epoch + 1,
+            tc.epochs,
+            step,
+            row["train_loss"],
+            row["lr"],
+            row["train_images_per_second"],
+            row["epoch_seconds"],
             f", val mIoU {100 * row['val_miou']:.2f}%" if row["val_miou"] != "" else "",
         )
-        save(last_path, full=True, epoch=epoch + 1)
         _write_metrics(rows, out / "metrics.csv")
         plot_curves(rows, out / "curves.png")
+        save(last_path, full=True, epoch=epoch + 1)
         done = epoch + 1
     return TrainResult(
         out_dir=out,

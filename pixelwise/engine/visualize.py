@@ -48,10 +48,15 @@ def overlay_with_legend(
     total = max(1, int(counts.sum()))
     for k, i in enumerate(present):
         y = 4 + k * row
-        draw.rectangle([w + 6, y, w + 6 + font_size, y + font_size], fill=tuple(colors[i]),
-                       outline=(0, 0, 0))
-        draw.text((w + 12 + font_size, y), f"{names[i]} {100 * counts[i] / total:.1f}%",
-                  fill=(0, 0, 0), font=font)
+        draw.rectangle(
+            [w + 6, y, w + 6 + font_size, y + font_size], fill=tuple(colors[i]), outline=(0, 0, 0)
+        )
+        draw.text(
+            (w + 12 + font_size, y),
+            f"{names[i]} {100 * counts[i] / total:.1f}%",
+            fill=(0, 0, 0),
+            font=font,
+        )
     return canvas
 
 
@@ -79,8 +84,15 @@ def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: str | os.Path
     for i in range(n):
         for j in range(n):
             if norm[i, j] >= 0.005:
-                ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * norm[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ax.set_title("confusion matrix (% of ground-truth pixels)")
     _save_fig(fig, path)
     plt.close(fig)

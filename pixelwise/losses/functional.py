@@ -25,7 +25,7 @@ def cross_entropy(
     """Pixel-wise softmax cross-entropy.
 
     With label smoothing ``eps`` each pixel's loss is ``(1 - eps) * nll + eps * mean_c(-log p_c)``.
-    Computed in float32 whatever the autocast dtype.
+    Computed in at least float32 whatever the autocast dtype (float64 stays float64).
 
     Args:
         logits: raw class scores.
@@ -40,7 +40,7 @@ def cross_entropy(
     Shape:
         logits: (N, C, H, W); target: (N, H, W).
     """
-    logp = F.log_softmax(logits.float(), dim=1)
+    logp = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
     valid = target != ignore_index
     safe_target = torch.where(valid, target, torch.zeros_like(target)).long()
     nll = -logp.gather(1, safe_target.unsqueeze(1)).squeeze(1)
