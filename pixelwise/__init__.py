@@ -5,6 +5,7 @@ Public API::
     import pixelwise as pw
     pw.list_models()                                   # registered architectures
     model = pw.create_model("unet", num_classes=11)    # an nn.Module: N×3×H×W → N×11×H×W logits
+    pw.list_encoders()                                 # backbones: create_model(..., encoder=...)
     cfg = pw.load_config("configs/camvid_unet.yaml")
     pw.train(cfg, "runs/camvid_unet")
     seg = pw.load("runs/camvid_unet/best.ckpt")         # a Segmenter
@@ -21,6 +22,7 @@ _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from .config import RunConfig, load_config  # noqa: E402
 from .data import DatasetSpec, load_dataset_spec  # noqa: E402
+from .encoders import create_encoder, list_encoders  # noqa: E402
 from .engine import (  # noqa: E402
     EvalResult,
     Segmenter,
@@ -41,8 +43,10 @@ __all__ = [
     "EvalResult",
     "RunConfig",
     "Segmenter",
+    "create_encoder",
     "create_model",
     "evaluate",
+    "list_encoders",
     "list_models",
     "load",
     "load_config",

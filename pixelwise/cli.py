@@ -166,17 +166,105 @@ def data_validate(
         raise _Failed
 
 
-@app.command("models")
-def models_cmd() -> None:
-    """List the registered architectures with their parameter counts (defaults, 11 classes)."""
-    from .registry import create_model, list_models
+@data_app.command("weights")
+def data_weights(
+    data: Annotated[Path, typer.Argument(help="Dataset YAML or folder.")],
+    split: Annotated[str, typer.Option(help="Split whose pixels are counted.")] = "train",
+    beta: Annotated[
+        float, typer.Option(help="effective_number's beta (close to 1 for pixel counts).")
+    ] = 0.9999,
+) -> None:
+    """Class weights from a split's pixel counts: inverse frequency, median frequency, effective
+    number. A recipe asks for one by name: loss: {class_weights: median_frequency}."""
+    from .data import check_split, load_dataset_spec
+    from .losses import WEIGHT_SCHEMES, class_weights
 
-    table = Table(title="architectures")
-    table.add_column("name")
-    table.add_column("parameters (M)", justify="right")
+    spec = load_dataset_spec(data)
+    rep = check_split(spec, split)
+    for p in rep.problems:
+        err_console.print(f"problem: {p}", highlight=False, markup=False)
+    weights = {
+        s: class_weights(s, rep.class_pixels, image_pixels=rep.class_image_pixels, beta=beta)
+        for s in WEIGHT_SCHEMES
+    }
+    total = max(1, int(rep.class_pixels.sum()))
+    table = Table(
+        title=f"{spec.name} / {split}: {rep.num_images} images, {total:,} labelled pixels"
+    )
+    for col in ("class", "pixels", "%", "inverse freq.", "median freq.", "effective n."):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for i, name in enumerate(spec.class_names):
+        n = int(rep.class_pixels[i])
+        table.add_row(
+            name,
+            f"{n:,}",
+            f"{100 * n / total:.2f}",
+            *(f"{weights[s][i]:.4f}" for s in WEIGHT_SCHEMES),
+        )
+    console.print(table)
+    for s in WEIGHT_SCHEMES:
+        console.print(
+            f"{s}: [{', '.join(f'{w:.4f}' for w in weights[s])}]",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    if rep.problems:
+        raise _Failed
+
+
+@app.command("models")
+def models_cmd(
+    encoder: Annotated[
+        str | None, typer.Option(help="Build every architecture on this encoder instead.")
+    ] = None,
+    size: Annotated[int, typer.Option(help="Square input size for the FLOP count.")] = 512,
+    encoders: Annotated[bool, typer.Option(help="Also list the encoders.")] = True,
+) -> None:
+    """List architectures and encoders with parameters and GFLOPs, measured at --size (11 classes)."""
+    from .encoders import list_encoders
+    from .encoders.weights import imagenet_status
+    from .engine.complexity import default_encoder, encoder_complexity, model_complexity
+    from .errors import PixelwiseError
+    from .registry import list_models
+
+    if size < 1:
+        raise PixelwiseError(f"--size must be a positive number of pixels, got {size}")
+    table = Table(title=f"architectures: parameters and GFLOPs at {size}×{size}, 11 classes")
+    for col in ("name", "encoder", "output stride", "parameters (M)", "GFLOPs"):
+        table.add_column(col, justify="left" if col in ("name", "encoder") else "right")
     for name in list_models():
-        m = create_model(name, num_classes=11)
-        table.add_row(name, f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f}")
+        enc = default_encoder(name)
+        if encoder is not None and enc is None:
+            continue
+        kwargs = {} if encoder is None else {"encoder": encoder}
+        c = model_complexity(name, size=size, **kwargs)
+        table.add_row(
+            name,
+            encoder or enc or "(its own)",
+            str(c.output_stride),
+            f"{c.params / 1e6:.2f}",
+            f"{c.gflops:.1f}",
+        )
+    console.print(table)
+    if not encoders or encoder is not None:
+        return
+    table = Table(
+        title=f"encoders alone: output stride 32, {size}×{size}",
+        caption="encoder_weights='imagenet' loads local files only; any encoder takes a weights file",
+    )
+    for col in ("encoder", "deepest channels", "parameters (M)", "GFLOPs", "ImageNet weights here"):
+        right = col in ("deepest channels", "parameters (M)", "GFLOPs")
+        table.add_column(col, justify="right" if right else "left", no_wrap=col == "encoder")
+    for name in list_encoders():
+        c = encoder_complexity(name, size=size, output_stride=32)
+        table.add_row(
+            name,
+            str(c.channels[-1]),
+            f"{c.params / 1e6:.2f}",
+            f"{c.gflops:.1f}",
+            imagenet_status(name),
+        )
     console.print(table)
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import PixelwiseError, pydantic_message
 
@@ -45,6 +45,9 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     name: str = "unet"
     params: dict[str, Any] = Field(default_factory=dict)  # architecture arguments
+    # softmax: one logit per class; sigmoid: a one-channel binary model (the dataset has 2 classes)
+    output: Literal["softmax", "sigmoid"] = "softmax"
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)  # sigmoid: predict class 1 where σ(z) > threshold
 
 
 class AugmentConfig(_Strict):
@@ -67,9 +70,24 @@ class LossTerm(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+ClassWeightScheme = Literal["inverse_frequency", "median_frequency", "effective_number"]
+
+
 class LossConfig(_Strict):
-    terms: list[LossTerm] = Field(default_factory=lambda: [LossTerm()])
-    class_weights: list[float] | None = None
+    terms: list[LossTerm] = Field(default_factory=lambda: [LossTerm()], min_length=1)
+    # one weight per class, or a scheme computed from the train split's pixel counts
+    class_weights: list[float] | ClassWeightScheme | None = None
+    class_weights_beta: float = Field(0.9999, ge=0.0, lt=1.0)  # effective_number only
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _known_scheme(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in get_args(ClassWeightScheme):
+            raise ValueError(
+                f"unknown class-weight scheme {v!r}; use {', '.join(get_args(ClassWeightScheme))} "
+                "or a list with one weight per class"
+            )
+        return v
 
 
 class OptimConfig(_Strict):

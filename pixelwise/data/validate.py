@@ -27,6 +27,8 @@ class SplitReport:
     num_images: int = 0
     problems: list[str] = field(default_factory=list)
     class_pixels: np.ndarray | None = None  # labelled pixels per class
+    # per class: the labelled pixels of the images in which it appears (median-frequency weights)
+    class_image_pixels: np.ndarray | None = None
     ignored_pixels: int = 0
 
     @property
@@ -66,6 +68,8 @@ def check_split(spec: DatasetSpec, split: str, *, workers: int | None = None) ->
     bad_values: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     bad_files: dict[str, list[str]] = defaultdict(list)
     totals = np.zeros(256, dtype=np.int64)
+    k = spec.num_classes
+    image_totals = np.zeros(k, dtype=np.int64)
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for sample, (probs, bad, counts) in zip(
@@ -78,6 +82,8 @@ def check_split(spec: DatasetSpec, split: str, *, workers: int | None = None) ->
                 bad_files[value].append(str(sample.mask))
             if counts is not None:
                 totals += counts
+                labelled = counts[:k]
+                image_totals += (labelled > 0) * labelled.sum()
     for value, (pixels, nfiles) in sorted(bad_values.items()):
         files = bad_files[value]
         shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
@@ -85,7 +91,8 @@ def check_split(spec: DatasetSpec, split: str, *, workers: int | None = None) ->
             f"split {split!r}: mask value {value} is not a declared class "
             f"({pixels} px in {nfiles} file(s): {shown})"
         )
-    report.class_pixels = totals[: spec.num_classes]
+    report.class_pixels = totals[:k]
+    report.class_image_pixels = image_totals
     report.ignored_pixels = int(totals[IGNORE_INDEX])
     return report
 

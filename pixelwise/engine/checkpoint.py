@@ -2,7 +2,9 @@
 
 A checkpoint is a ``torch.save`` of plain containers and tensors only, so ``torch.load(weights_only=True)``
 reads it; anything else (a pickled class, a code payload) is refused. ``meta`` records what is needed to
-rebuild and use the model: architecture, its arguments, classes, colours, normalisation.
+rebuild and use the model: architecture, its arguments, classes, colours, normalisation, and whether
+it is a softmax or a one-channel sigmoid model. Fields added later have defaults, so older checkpoints
+still load.
 """
 
 from __future__ import annotations
@@ -39,6 +41,27 @@ class ModelMeta:
     std: list[float]
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     dataset: str = ""
+    output: str = "softmax"  # "softmax", or "sigmoid": one logit channel for a 2-class dataset
+    threshold: float = 0.5  # sigmoid: class 1 where σ(logit) > threshold
+
+    def __post_init__(self) -> None:
+        if self.output not in ("softmax", "sigmoid"):
+            raise PixelwiseError(
+                f"model output must be 'softmax' or 'sigmoid', got {self.output!r}"
+            )
+        if self.output == "sigmoid" and self.num_classes != 2:
+            raise PixelwiseError(
+                f"a sigmoid (one-channel) model needs exactly 2 classes, got {self.num_classes}"
+            )
+        if not 0.0 < self.threshold < 1.0:
+            raise PixelwiseError(
+                f"threshold must lie strictly between 0 and 1, got {self.threshold}"
+            )
+
+    @property
+    def out_channels(self) -> int:
+        """Logit channels of the network: 1 for a sigmoid model, else one per class."""
+        return 1 if self.output == "sigmoid" else self.num_classes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +70,7 @@ class ModelMeta:
     def from_dict(cls, d: dict[str, Any], where: str = "checkpoint") -> ModelMeta:
         try:
             return cls(**d)
-        except TypeError as exc:
+        except (TypeError, PixelwiseError) as exc:
             raise PixelwiseError(f"{where}: malformed model metadata ({exc})") from None
 
 
@@ -82,8 +105,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 
 def build_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """Rebuild the architecture from ``meta`` and load ``state_dict`` when given."""
+    kwargs = dict(meta.model_kwargs)
+    if state_dict is not None:
+        kwargs.pop("encoder_weights", None)  # pretrained weights come from the state dict instead
     model = create_model(
-        meta.arch, num_classes=meta.num_classes, in_channels=meta.in_channels, **meta.model_kwargs
+        meta.arch, num_classes=meta.out_channels, in_channels=meta.in_channels, **kwargs
     )
     if state_dict is not None:
         try:

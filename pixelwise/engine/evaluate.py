@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .. import outputs
 from .._atomic import write_text_atomic
 from ..data import SameSizeBatchSampler, SegmentationDataset, build_eval_transform, check_dataset
 from ..data.classes import IGNORE_INDEX
@@ -63,13 +64,18 @@ def confusion_over(
     loader: DataLoader,
     num_classes: int,
     *,
+    threshold: float = 0.5,
     progress: bool = True,
     desc: str = "evaluate",
 ) -> ConfusionMatrix:
-    """Accumulate the confusion matrix of ``argmax(logits_fn(images))`` against the masks."""
+    """Accumulate the confusion matrix of the labels of ``logits_fn(images)`` against the masks.
+
+    Labels come from :func:`pixelwise.outputs.labels`: argmax, or ``σ > threshold`` for one-channel
+    (sigmoid) logits.
+    """
     cm = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
-        pred = logits_fn(batch["image"]).argmax(dim=1).cpu()
+        pred = outputs.labels(logits_fn(batch["image"]), threshold).cpu()
         cm.update(pred, batch["mask"])
     return cm
 
@@ -101,7 +107,13 @@ def evaluate(
     if any(s.mask is None for s in loader.dataset.samples):  # type: ignore[attr-defined]
         raise PixelwiseError(f"split {split!r} of {spec.source} has images without masks")
     t0 = time.perf_counter()
-    cm = confusion_over(segmenter.logits, loader, spec.num_classes, progress=progress)
+    cm = confusion_over(
+        segmenter.logits,
+        loader,
+        spec.num_classes,
+        threshold=segmenter.meta.threshold,
+        progress=progress,
+    )
     return EvalResult(
         confusion=cm,
         scores=cm.scores(),

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import outputs
 from .._atomic import atomic_path
 from ..data.io import IMAGE_EXTENSIONS, read_image, write_png
 from ..errors import PixelwiseError
@@ -91,7 +92,7 @@ def predict_files(
             summary.failed.append((str(path), str(exc)))
             continue
         logits = segmenter.logits(segmenter.preprocess(image)[None])
-        labels = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+        labels = segmenter.labels(logits)[0].to(torch.uint8).cpu().numpy()
         write_png(out / f"{stem}.png", mask_image(labels, meta.colors))
         summary.written.append(out / f"{stem}.png")
         if overlay:
@@ -100,7 +101,7 @@ def predict_files(
                 overlay_with_legend(image, labels, meta.colors, meta.class_names),
             )
         if probs:
-            p = torch.softmax(logits, dim=1)[0].cpu().numpy().astype(np.float32)
+            p = outputs.probabilities(logits)[0].cpu().numpy().astype(np.float32)
             with atomic_path(out / f"{stem}_probs.npy") as tmp, open(tmp, "wb") as fh:
                 np.save(fh, p)
     return summary

@@ -1,5 +1,6 @@
-"""The one prediction path: preprocessing, model, softmax, argmax — used by evaluate, predict and
-(later) the server, so what is measured is what is shipped."""
+"""The one prediction path: preprocessing, model, then probabilities and labels through
+:mod:`pixelwise.outputs` (softmax/argmax, or sigmoid/threshold for one-channel models) — used by
+evaluate, predict and (later) the server, so what is measured is what is shipped."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import outputs
 from ..data.transforms import build_eval_transform, to_tensor
 from .checkpoint import ModelMeta, build_model, load_checkpoint
 from .runtime import autocast, resolve_amp, resolve_device
@@ -20,8 +22,11 @@ __all__ = ["Segmenter", "load"]
 class Segmenter:
     """A model with what it needs to be used: classes, colours, normalisation, device.
 
+    A sigmoid model (``meta.output == "sigmoid"``) has one logit channel; its probabilities are
+    ``(1 - σ, σ)`` for its two classes and its labels ``σ > meta.threshold``.
+
     Args:
-        model: a network mapping N×C×H×W images to N×K×H×W logits.
+        model: a network mapping N×C×H×W images to N×K×H×W logits (K = 1 for a sigmoid model).
         meta: its :class:`ModelMeta`.
         device: ``auto``, ``cpu``, ``cuda``...
         amp: autocast for inference (``off`` by default: float32 logits).
@@ -58,19 +63,25 @@ class Segmenter:
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Float32 logits for a normalised N×C×H×W batch (on this segmenter's device)."""
+        """Float32 raw logits for a normalised N×C×H×W batch (on this segmenter's device): N×K×H×W,
+        K = number of classes, or 1 for a sigmoid model."""
         batch = batch.to(self.device, non_blocking=True)
         with autocast(self.device, self.amp_dtype):
             out = self.model(batch)
         return out.float()
 
+    def labels(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class indices (int64, N×H×W) from this model's logits: argmax, or the sigmoid threshold."""
+        return outputs.labels(logits, self.meta.threshold)
+
     def predict_proba(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """Class probabilities: K×H×W for one image, or N×K×H×W for a list of same-size images."""
+        """Class probabilities: K×H×W for one image, or N×K×H×W for a list of same-size images
+        (K = number of classes, also for a sigmoid model: background, foreground)."""
         single = (
             isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype == np.uint8
         )
         batch = torch.stack([self.preprocess(im) for im in ([images] if single else images)])
-        probs = torch.softmax(self.logits(batch), dim=1).cpu().numpy()
+        probs = outputs.probabilities(self.logits(batch)).cpu().numpy()
         return probs[0] if single else probs
 
     def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -79,7 +90,7 @@ class Segmenter:
             isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype == np.uint8
         )
         batch = torch.stack([self.preprocess(im) for im in ([images] if single else images)])
-        labels = self.logits(batch).argmax(dim=1).to(torch.uint8).cpu().numpy()
+        labels = self.labels(self.logits(batch)).to(torch.uint8).cpu().numpy()
         return labels[0] if single else labels
 
 

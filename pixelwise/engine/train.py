@@ -38,15 +38,16 @@ from ..data import (
     load_dataset_spec,
 )
 from ..data.classes import IGNORE_INDEX
+from ..data.validate import SplitReport
 from ..errors import PixelwiseError
-from ..losses import build_loss
+from ..losses import build_loss, class_weights
 from ..registry import create_model
 from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from .evaluate import confusion_over, eval_loader
 from .runtime import autocast, resolve_amp, resolve_device
 from .visualize import plot_curves
 
-__all__ = ["TrainResult", "train", "build_optimizer", "lr_factor"]
+__all__ = ["TrainResult", "train", "build_optimizer", "lr_factor", "resolve_class_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,45 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optim
     if o.name == "adamw":
         return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def resolve_class_weights(
+    cfg: RunConfig, class_names: list[str], report: SplitReport
+) -> list[float] | None:
+    """``loss.class_weights`` as numbers: a list is checked against the classes; a scheme name
+    (``median_frequency``, ...) is computed from the train split's pixel counts in ``report``."""
+    cw = cfg.loss.class_weights
+    k = len(class_names)
+    if cw is None:
+        return None
+    if not isinstance(cw, str):
+        if len(cw) != k:
+            raise PixelwiseError(
+                f"loss.class_weights has {len(cw)} values; the dataset has {k} classes"
+            )
+        return list(cw)
+    if report.class_pixels is None:
+        raise PixelwiseError(f"loss.class_weights {cw!r}: the train split has no pixel counts")
+    weights = class_weights(
+        cw,
+        report.class_pixels,
+        image_pixels=report.class_image_pixels,
+        beta=cfg.loss.class_weights_beta,
+    )
+    absent = [n for n, c in zip(class_names, report.class_pixels, strict=True) if c == 0]
+    if absent:
+        log.warning(
+            "class(es) %s have no pixels in split %r: class weight 0",
+            ", ".join(absent),
+            report.split,
+        )
+    log.info(
+        "class weights (%s, split %r): %s",
+        cw,
+        report.split,
+        ", ".join(f"{n} {w:.4g}" for n, w in zip(class_names, weights, strict=True)),
+    )
+    return weights
 
 
 def lr_factor(step: int, total: int, cfg: RunConfig) -> float:
@@ -210,7 +250,7 @@ def train(
     spec = load_dataset_spec(cfg.data.dataset)
     splits = [cfg.data.train_split] + ([cfg.data.val_split] if cfg.data.val_split else [])
     log.info("checking dataset %s (%s)", spec.name, ", ".join(splits))
-    check_dataset(spec, splits)
+    train_report = check_dataset(spec, splits)[0]
     mean, std = default_normalization(spec.image_channels)
     mean = tuple(cfg.normalize.mean or mean)
     std = tuple(cfg.normalize.std or std)
@@ -255,14 +295,11 @@ def train(
     )
 
     # --- model, loss, optimisation ----------------------------------------------------------
-    model = create_model(
-        cfg.model.name,
-        num_classes=spec.num_classes,
-        in_channels=spec.image_channels,
-        **cfg.model.params,
-    ).to(device)
-    if tc.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if cfg.model.output == "sigmoid" and spec.num_classes != 2:
+        raise PixelwiseError(
+            f"model.output 'sigmoid' is for binary data (2 classes); dataset {spec.name!r} has "
+            f"{spec.num_classes}: use model.output 'softmax'"
+        )
     meta = ModelMeta(
         arch=cfg.model.name,
         num_classes=spec.num_classes,
@@ -273,15 +310,21 @@ def train(
         std=list(std),
         model_kwargs=dict(cfg.model.params),
         dataset=spec.name,
+        output=cfg.model.output,
+        threshold=cfg.model.threshold,
     )
-    if cfg.loss.class_weights is not None and len(cfg.loss.class_weights) != spec.num_classes:
-        raise PixelwiseError(
-            f"loss.class_weights has {len(cfg.loss.class_weights)} values; the dataset has "
-            f"{spec.num_classes} classes"
-        )
+    model = create_model(
+        cfg.model.name,
+        num_classes=meta.out_channels,
+        in_channels=spec.image_channels,
+        **cfg.model.params,
+    ).to(device)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    aux_weight = float(getattr(model, "aux_weight", 0.0))  # > 0 for models with an auxiliary head
     loss_fn = build_loss(
         [(t.name, t.weight, t.params) for t in cfg.loss.terms],
-        class_weights=cfg.loss.class_weights,
+        class_weights=resolve_class_weights(cfg, spec.class_names, train_report),
         ignore_index=IGNORE_INDEX,
     ).to(device)
     optimizer = build_optimizer(cfg, model)
@@ -378,8 +421,14 @@ def train(
             if tc.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, amp):
-                logits = model(x)
+                if aux_weight:  # deep supervision (PSPNet): weighted loss of the auxiliary head
+                    heads = model(x, return_aux=True)
+                    logits, aux_logits = heads["out"], heads["aux"]
+                else:
+                    logits = model(x)
             loss = loss_fn(logits.float(), y)
+            if aux_weight:
+                loss = loss + aux_weight * loss_fn(aux_logits.float(), y)
             if not torch.isfinite(loss):
                 raise PixelwiseError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
@@ -418,7 +467,12 @@ def train(
             model.eval()
             with torch.no_grad():
                 scores = confusion_over(
-                    val_logits, val_loader, spec.num_classes, progress=progress, desc="validate"
+                    val_logits,
+                    val_loader,
+                    spec.num_classes,
+                    threshold=meta.threshold,
+                    progress=progress,
+                    desc="validate",
                 ).scores()
             row.update(
                 val_miou=round(scores.miou, 6),

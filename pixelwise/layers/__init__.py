@@ -1,6 +1,24 @@
 """Small reusable building blocks shared by the architectures."""
 
-from .conv import ConvNormAct, make_activation, make_norm
+from .aspp import ASPP, SummedASPP
+from .conv import ConvNormAct, SeparableConvNormAct, make_activation, make_norm
+from .norm import L2Norm
+from .pooling import ImagePooling, PyramidPooling
 from .resize import pad_to_multiple, resize_to
+from .upsample import BilinearConvTranspose2d, bilinear_kernel
 
-__all__ = ["ConvNormAct", "make_norm", "make_activation", "pad_to_multiple", "resize_to"]
+__all__ = [
+    "ASPP",
+    "BilinearConvTranspose2d",
+    "ConvNormAct",
+    "ImagePooling",
+    "L2Norm",
+    "PyramidPooling",
+    "SeparableConvNormAct",
+    "SummedASPP",
+    "bilinear_kernel",
+    "make_activation",
+    "make_norm",
+    "pad_to_multiple",
+    "resize_to",
+]

@@ -6,7 +6,7 @@ from torch import nn
 
 from ..errors import PixelwiseError
 
-__all__ = ["make_norm", "make_activation", "ConvNormAct"]
+__all__ = ["make_norm", "make_activation", "ConvNormAct", "SeparableConvNormAct"]
 
 _NORMS = ("batchnorm", "groupnorm", "instancenorm", "none")
 _ACTS = ("relu", "silu", "gelu", "none")
@@ -68,4 +68,35 @@ class ConvNormAct(nn.Sequential):
             ),
             make_norm(norm, out_channels),
             make_activation(act),
+        )
+
+
+class SeparableConvNormAct(nn.Sequential):
+    """Depthwise-separable conv (DeepLab v3+'s "atrous separable convolution").
+
+    A depthwise ``kernel_size`` conv (dilated) → norm → activation, then a pointwise 1×1 conv → norm →
+    activation, as in the reference TensorFlow implementation.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        dilation: int = 1,
+        norm: str = "batchnorm",
+        act: str = "relu",
+    ) -> None:
+        super().__init__(
+            ConvNormAct(
+                in_channels,
+                in_channels,
+                kernel_size,
+                dilation=dilation,
+                groups=in_channels,
+                norm=norm,
+                act=act,
+            ),
+            ConvNormAct(in_channels, out_channels, 1, norm=norm, act=act),
         )

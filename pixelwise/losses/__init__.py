@@ -1,4 +1,8 @@
-"""Losses: pure functions in :mod:`.functional`, thin modules, and a name → loss factory."""
+"""Losses: pure functions in :mod:`.functional`, thin modules, and a name → loss factory.
+
+Names usable in a recipe's ``loss.terms``: ``ce``, ``bce``, ``focal``, ``dice``, ``tversky``,
+``focal_tversky``, ``lovasz`` (see docs/losses.md).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,62 @@ import torch
 from torch import nn
 
 from ..errors import PixelwiseError
-from .cross_entropy import CrossEntropyLoss
-from .functional import cross_entropy
+from .class_weights import (
+    WEIGHT_SCHEMES,
+    class_weights,
+    effective_number,
+    inverse_frequency,
+    median_frequency,
+)
+from .cross_entropy import BCELoss, CrossEntropyLoss
+from .dice import DiceLoss
+from .focal import FocalLoss
+from .functional import (
+    binary_cross_entropy,
+    cross_entropy,
+    dice_loss,
+    focal_loss,
+    focal_tversky_loss,
+    lovasz_softmax_loss,
+    tversky_loss,
+)
+from .lovasz import LovaszSoftmaxLoss
+from .tversky import FocalTverskyLoss, TverskyLoss
 
-__all__ = ["CrossEntropyLoss", "WeightedSum", "build_loss", "cross_entropy", "LOSSES"]
+__all__ = [
+    "LOSSES",
+    "WEIGHT_SCHEMES",
+    "BCELoss",
+    "CrossEntropyLoss",
+    "DiceLoss",
+    "FocalLoss",
+    "FocalTverskyLoss",
+    "LovaszSoftmaxLoss",
+    "TverskyLoss",
+    "WeightedSum",
+    "binary_cross_entropy",
+    "build_loss",
+    "class_weights",
+    "cross_entropy",
+    "dice_loss",
+    "effective_number",
+    "focal_loss",
+    "focal_tversky_loss",
+    "inverse_frequency",
+    "lovasz_softmax_loss",
+    "median_frequency",
+    "tversky_loss",
+]
 
-LOSSES: dict[str, type[nn.Module]] = {"ce": CrossEntropyLoss}
+LOSSES: dict[str, type[nn.Module]] = {
+    "ce": CrossEntropyLoss,
+    "bce": BCELoss,
+    "focal": FocalLoss,
+    "dice": DiceLoss,
+    "tversky": TverskyLoss,
+    "focal_tversky": FocalTverskyLoss,
+    "lovasz": LovaszSoftmaxLoss,
+}
 
 
 class WeightedSum(nn.Module):
@@ -38,7 +92,15 @@ def build_loss(
     class_weights: Sequence[float] | None = None,
     ignore_index: int = 255,
 ) -> nn.Module:
-    """Build a weighted sum of named losses, all sharing one ``ignore_index`` and class weights."""
+    """Build a weighted sum of named losses, all sharing one ``ignore_index`` and class weights.
+
+    Args:
+        terms: ``(name, weight, params)`` for each loss, e.g. ``[("ce", 1.0, {}), ("dice", 1.0, {})]``.
+        class_weights: per-class weights given to every term, or ``None``.
+        ignore_index: target value every term skips.
+    """
+    if not terms:
+        raise PixelwiseError("loss.terms is empty: name at least one loss (e.g. ce)")
     modules = []
     for name, weight, params in terms:
         if name not in LOSSES:

@@ -1,5 +1,6 @@
 """Architectures. Importing this package registers every builder with :mod:`pixelwise.registry`."""
 
-from . import unet
+from . import deeplab, fcn, parsenet, pspnet, unet
+from .base import SegmentationModel
 
-__all__ = ["unet"]
+__all__ = ["SegmentationModel", "deeplab", "fcn", "parsenet", "pspnet", "unet"]

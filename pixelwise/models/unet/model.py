@@ -4,6 +4,9 @@ Segmentation", MICCAI 2015 (arXiv:1505.04597).
 A contracting path of two-3×3-conv levels joined by max pooling (64→1024 channels), an expansive path of
 2×2 up-convolutions that halve the channels, concatenated skip connections, and a 1×1 conv to the class
 scores. See :mod:`pixelwise.encoders.unet` for the two documented deviations (padded convs, batch norm).
+
+``unet`` is that original network. ``unet_encoder`` is the same design on any encoder of
+:mod:`pixelwise.encoders` (pretrained ResNets, EfficientNet-Lite, VGG, ...), with skips from every stage.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from torch import nn
 from ...encoders import Encoder, UNetEncoder
 from ...layers import pad_to_multiple, resize_to
 from ...registry import register_model
-from .decoder import UNetDecoder
+from ..base import SegmentationModel, build_encoder
+from .decoder import EncoderUNetDecoder, UNetDecoder
 
-__all__ = ["UNet", "unet"]
+__all__ = ["UNet", "unet", "unet_encoder"]
 
 
 class UNet(nn.Module):
@@ -58,3 +62,39 @@ def unet(
         in_channels, base_channels=base_channels, depth=depth, norm=norm, dropout=dropout
     )
     return UNet(encoder, num_classes, norm=norm)
+
+
+@register_model("unet_encoder")
+def unet_encoder(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet34",
+    encoder_weights: str | None = None,
+    output_stride: int = 32,
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+    norm: str = "batchnorm",
+) -> SegmentationModel:
+    """U-Net on a swappable encoder, with skips from every encoder stage.
+
+    The contracting path is the encoder; each decoder block upsamples bilinearly to the next skip's
+    size, concatenates it and applies two 3×3 conv-norm-ReLU (segmentation_models_pytorch's Unet).
+
+    Args:
+        encoder: encoder name (``resnet34``, ``tf_efficientnet_lite0``, ``vgg16_bn``, ...).
+        encoder_weights: ``None``, ``"imagenet"`` or a weights file.
+        output_stride: 32, or 16/8 for a dilated encoder (skips at equal strides are still fused).
+        decoder_channels: width of each decoder block, deepest first (one per encoder stage).
+        norm: normalisation in the decoder.
+    """
+    enc = build_encoder(
+        encoder,
+        in_channels=in_channels,
+        output_stride=output_stride,
+        encoder_weights=encoder_weights,
+    )
+    decoder = EncoderUNetDecoder(
+        enc.channels, enc.reductions, tuple(int(c) for c in decoder_channels), norm=norm
+    )
+    head = nn.Conv2d(decoder.out_channels, num_classes, 1)
+    return SegmentationModel(enc, decoder, head, num_classes=num_classes)

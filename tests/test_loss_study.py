@@ -1,0 +1,91 @@
+"""bench/loss_study.py with a tiny budget on synthetic data: every run trains and is scored, the report
+and plot are written, and a second invocation resumes instead of redoing finished runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _study_module():  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location("loss_study", ROOT / "bench" / "loss_study.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["loss_study"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _dataset(root: Path) -> Path:
+    """Four classes named like CamVid's (road, pole, sign, pedestrian), 16×16 index masks; 255 is
+    unlabelled. Splits train (4 images), val and test (2 each)."""
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(8):
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4:8, 2:4] = 1
+        mask[2:4, 10:14] = 2
+        mask[10:15, 8:11] = 3
+        mask[0] = 255
+        img = (rng.random((16, 16, 3)) * 40 + mask[..., None] % 255 * 50).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    (root / "data.yaml").write_text(
+        "name: toy\nroot: .\nclasses: [{name: road}, {name: pole}, {name: sign}, {name: pedestrian}]\n"
+        "mask: {encoding: index, ignore_index: 255}\nsplits:\n"
+        "  train: {images: images, masks: masks, stems: ['0', '1', '2', '3']}\n"
+        "  val: {images: images, masks: masks, stems: ['4', '5']}\n"
+        "  test: {images: images, masks: masks, stems: ['6', '7']}\n"
+    )
+    return root / "data.yaml"
+
+
+@pytest.mark.slow
+def test_loss_study_tiny_budget(tmp_path: Path) -> None:
+    study = _study_module()
+    data = _dataset(tmp_path / "data")
+    out, report, png = tmp_path / "runs", tmp_path / "study.md", tmp_path / "study.png"
+    argv = [
+        "--epochs", "1", "--crop", "12", "--max-steps", "1", "--batch-size", "2",
+        "--set", f"data.dataset={data}",
+        "--set", "model.params={base_channels: 4, depth: 2}",
+        "--set", "train.eval_batch_size=2",
+        "--workers", "0", "--amp", "off", "--device", "cpu",
+        "--out", str(out), "--report", str(report), "--plot", str(png),
+    ]  # fmt: skip
+    assert study.main([*argv, "--keep-last"]) == 0
+    runs = sorted(p.parent.name for p in out.glob("*/*/eval.json"))
+    assert runs == sorted(f"{d}_{loss}" for d in study.STUDIES for loss in study.LOSSES)
+    budget = next(out.iterdir())
+    assert budget.name.startswith("e1_c12_s1_b2_")
+    rep = json.loads((budget / "camvid_wce" / "eval.json").read_text())
+    assert rep["split"] == "test" and rep["study"]["steps"] == 1
+    assert "loss.class_weights=median_frequency" in rep["study"]["overrides"]
+    assert json.loads((budget / "membrane_ce" / "eval.json").read_text())["split"] == "val"
+
+    text = report.read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| loss |"))
+    # CamVid's small classes first in their own columns (those this toy dataset has), then the rest
+    assert header.startswith("| loss | mIoU | pole | sign | pedestrian | road |")
+    for label, _ in study.LOSSES.values():
+        assert text.count(f"| {label} | **") == 2  # one row per dataset
+    assert png.is_file() and png.stat().st_size > 1000
+
+    # a second invocation skips finished runs and resumes an interrupted one from last.ckpt
+    (budget / "camvid_focal" / "eval.json").unlink()
+    mtime = (budget / "camvid_ce" / "eval.json").stat().st_mtime_ns
+    assert study.main([*argv, "--datasets", "camvid"]) == 0
+    assert (budget / "camvid_ce" / "eval.json").stat().st_mtime_ns == mtime
+    again = json.loads((budget / "camvid_focal" / "eval.json").read_text())
+    assert again["study"]["steps"] == 1 and not (budget / "camvid_focal" / "last.ckpt").exists()
+    assert "| focal (γ = 2) | **" in report.read_text()
