@@ -13,6 +13,7 @@ import argparse
 import platform
 import statistics
 import time
+from functools import partial
 
 import torch
 
@@ -30,6 +31,30 @@ def _time(fn, repeats: int) -> float:  # noqa: ANN001
     return statistics.median(ts)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _train_step(model, opt, x, y, dtype) -> None:  # noqa: ANN001
+    model.train()
+    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        out = model(x)
+    loss = cross_entropy(out, y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    _sync(x.device)
+
+
+@torch.no_grad()
+def _infer(model, x, dtype) -> None:  # noqa: ANN001
+    model.eval()
+    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        model(x)
+    _sync(x.device)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64])
@@ -37,9 +62,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     dev = torch.device(args.device)
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, device {dev}\n")
-    print("| U-Net base_channels | params (M) | precision | train img/s (8×256²) | inference img/s (4×360×480) |")
+    print(
+        f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, device {dev}\n"
+    )
+    print(
+        "| U-Net base_channels | params (M) | precision | train img/s (8×256²) | inference img/s (4×360×480) |"
+    )
     print("| --- | --- | --- | --- | --- |")
     for width in args.widths:
         torch.manual_seed(0)
@@ -50,28 +79,8 @@ def main() -> None:
         y = torch.randint(0, 11, (8, 256, 256), device=dev)
         xe = torch.randn(4, 3, 360, 480, device=dev)
         for name, dtype in (("float32", None), ("bfloat16", torch.bfloat16)):
-
-            def step() -> None:
-                model.train()
-                with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    out = model(x)
-                loss = cross_entropy(out, y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-
-            @torch.no_grad()
-            def infer() -> None:
-                model.eval()
-                with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    model(xe)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-
-            tt = _time(step, args.repeats)
-            ti = _time(infer, args.repeats)
+            tt = _time(partial(_train_step, model, opt, x, y, dtype), args.repeats)
+            ti = _time(partial(_infer, model, xe, dtype), args.repeats)
             print(f"| {width} | {params:.1f} | {name} | {8 / tt:.1f} | {4 / ti:.1f} |", flush=True)
 
 
