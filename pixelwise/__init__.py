@@ -11,6 +11,7 @@ Public API::
     seg = pw.load("runs/camvid_unet/best.ckpt")         # a Segmenter
     labels = seg.predict(image)                          # H×W class indices
     result = pw.evaluate(seg, pw.load_dataset_spec("configs/data/camvid.yaml"), "test")
+    seg = pw.load("runs/deeplab/best.ckpt", crf=True)   # refine with the dense CRF (pixelwise.crf)
 """
 
 __version__ = "0.1.0"

@@ -38,6 +38,24 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}"
 
 
+# --crf/--no-crf on evaluate and predict; None: the architecture's default (on for deeplabv1)
+_CRFOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--crf/--no-crf",
+        help="Refine with the dense CRF (DeepLab v1's parameters); by default on for deeplabv1 only.",
+        show_default=False,
+    ),
+]
+
+
+def _crf_summary(p) -> str:  # noqa: ANN001 - a pixelwise.crf.CRFParams, imported lazily
+    return (
+        f"{p.iterations} iterations, Gaussian sxy {p.gaussian_sxy:g} w {p.gaussian_weight:g}, "
+        f"bilateral sxy {p.bilateral_sxy:g} srgb {p.bilateral_srgb:g} w {p.bilateral_weight:g}"
+    )
+
+
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="Recipe YAML (see configs/).")],
@@ -75,6 +93,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
+    crf: _CRFOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Score a model on a labelled split: per-class IoU/Dice/accuracy and their means."""
@@ -82,7 +101,7 @@ def evaluate(
     from .engine import Segmenter, report_dict, write_report
     from .engine import evaluate as run_evaluate
 
-    seg = Segmenter.from_checkpoint(model, device=device)
+    seg = Segmenter.from_checkpoint(model, device=device, crf=crf)
     spec = load_dataset_spec(data)
     result = run_evaluate(
         seg, spec, split, batch_size=batch_size, num_workers=workers, progress=not quiet
@@ -100,6 +119,8 @@ def evaluate(
             f"{c['support']:,}" if c["present"] else "absent",
         )
     console.print(table)
+    if seg.crf is not None:
+        console.print(f"refined by the dense CRF: {_crf_summary(seg.crf.params)}", highlight=False)
     console.print(
         f"mIoU {_pct(rep['miou'])}  pixel acc {_pct(rep['pixel_accuracy'])}  "
         f"mean acc {_pct(rep['mean_accuracy'])}  fwIoU {_pct(rep['fw_iou'])}  "
@@ -120,12 +141,13 @@ def predict(
     ] = False,
     overlay: Annotated[bool, typer.Option(help="Write <name>_overlay.png with a legend.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
+    crf: _CRFOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Segment images: <name>.png class-index masks (class colours as palette) and overlays."""
     from .engine import Segmenter, predict_files
 
-    seg = Segmenter.from_checkpoint(model, device=device)
+    seg = Segmenter.from_checkpoint(model, device=device, crf=crf)
     summary = predict_files(seg, inputs, out, probs=probs, overlay=overlay, progress=not quiet)
     for path, reason in summary.failed:
         err_console.print(
@@ -133,7 +155,10 @@ def predict(
             highlight=False,
             markup=False,
         )
-    console.print(f"wrote {len(summary.written)} mask(s) to {out}; {len(summary.failed)} failed")
+    refined = "" if seg.crf is None else " (refined by the dense CRF)"
+    console.print(
+        f"wrote {len(summary.written)} mask(s) to {out}{refined}; {len(summary.failed)} failed"
+    )
     if summary.failed:
         raise _Failed
 

@@ -37,7 +37,8 @@ def load_pair(sample: Sample, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray
 
 class SegmentationDataset(Dataset):
     """Items are dicts: ``image`` (C×H×W float32, normalised), ``mask`` (H×W int64, 255 = ignore),
-    ``index`` and ``path``.
+    ``index`` and ``path``; with ``raw_images``, also ``raw``: the image as read (H×W×C uint8), for
+    post-processing that needs its pixels (the dense CRF).
 
     Random transforms are seeded from ``(seed, epoch, index)``: the same sample in the same epoch gets the
     same augmentation whatever the number of workers, which makes resumed runs continue exactly.
@@ -47,10 +48,17 @@ class SegmentationDataset(Dataset):
         split: split name.
         transform: an albumentations ``Compose`` (must include normalisation).
         seed: base seed for augmentation.
+        raw_images: add ``raw`` to each item; the transform must keep the image's size (evaluation).
     """
 
     def __init__(
-        self, spec: DatasetSpec, split: str, transform: A.Compose, *, seed: int = 0
+        self,
+        spec: DatasetSpec,
+        split: str,
+        transform: A.Compose,
+        *,
+        seed: int = 0,
+        raw_images: bool = False,
     ) -> None:
         samples, problems = resolve_split(spec, split)
         if problems:
@@ -61,6 +69,7 @@ class SegmentationDataset(Dataset):
         self.samples = samples
         self.transform = transform
         self.seed = seed
+        self.raw_images = raw_images
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -78,12 +87,21 @@ class SegmentationDataset(Dataset):
             (self.seed * 1_000_003 + self.epoch * 10_007 + index) % (2**32)
         )
         out = self.transform(image=image, mask=mask)
-        return {
+        item = {
             "image": to_tensor(out["image"]),
             "mask": torch.from_numpy(np.ascontiguousarray(out["mask"])).long(),
             "index": index,
             "path": str(sample.image),
         }
+        if self.raw_images:
+            if out["image"].shape[:2] != image.shape[:2]:
+                raise PixelwiseError(
+                    f"{sample.image}: raw_images needs a transform that keeps the image size "
+                    f"({image.shape[1]}x{image.shape[0]} became "
+                    f"{out['image'].shape[1]}x{out['image'].shape[0]})"
+                )
+            item["raw"] = torch.from_numpy(image)
+        return item
 
 
 class SameSizeBatchSampler(Sampler[list[int]]):

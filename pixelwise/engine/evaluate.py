@@ -7,7 +7,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,8 @@ __all__ = ["EvalResult", "confusion_over", "evaluate", "report_dict", "write_rep
 
 @dataclass
 class EvalResult:
-    """A split's confusion matrix and the scores derived from it."""
+    """A split's confusion matrix and the scores derived from it; ``crf``: the dense CRF's
+    parameters when predictions were refined by it, else ``None``."""
 
     confusion: ConfusionMatrix
     scores: SegmentationScores
@@ -39,6 +40,7 @@ class EvalResult:
     dataset: str
     num_images: int
     seconds: float
+    crf: dict | None = None
 
 
 def eval_loader(
@@ -49,9 +51,13 @@ def eval_loader(
     *,
     batch_size: int,
     num_workers: int,  # noqa: ANN001
+    raw_images: bool = False,
 ) -> DataLoader:
-    """Unaugmented loader whose batches hold same-size images only."""
-    ds = SegmentationDataset(spec, split, build_eval_transform(mean=mean, std=std))
+    """Unaugmented loader whose batches hold same-size images only (with ``raw_images``, each batch
+    also holds ``raw``: the uint8 N×H×W×C images, for the dense CRF)."""
+    ds = SegmentationDataset(
+        spec, split, build_eval_transform(mean=mean, std=std), raw_images=raw_images
+    )
     return DataLoader(
         ds,
         batch_sampler=SameSizeBatchSampler(ds.samples, batch_size),
@@ -67,16 +73,22 @@ def confusion_over(
     threshold: float = 0.5,
     progress: bool = True,
     desc: str = "evaluate",
+    labels_fn: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
 ) -> ConfusionMatrix:
     """Accumulate the confusion matrix of the labels of ``logits_fn(images)`` against the masks.
 
-    Labels come from :func:`pixelwise.outputs.labels`: argmax, or ``σ > threshold`` for one-channel
-    (sigmoid) logits.
+    Labels come from :func:`pixelwise.outputs.labels` (argmax, or ``σ > threshold`` for one-channel
+    sigmoid logits), or from ``labels_fn(logits, batch)`` when given (e.g. the dense CRF, which
+    reads ``batch["raw"]``).
     """
     cm = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
-        pred = outputs.labels(logits_fn(batch["image"]), threshold).cpu()
-        cm.update(pred, batch["mask"])
+        logits = logits_fn(batch["image"])
+        if labels_fn is None:
+            pred = outputs.labels(logits, threshold)
+        else:
+            pred = labels_fn(logits, batch)
+        cm.update(pred.cpu(), batch["mask"])
     return cm
 
 
@@ -89,7 +101,8 @@ def evaluate(
     num_workers: int = 2,
     progress: bool = True,
 ) -> EvalResult:
-    """Score ``segmenter`` on a labelled split (checked for bad data first)."""
+    """Score ``segmenter`` on a labelled split (checked for bad data first). Its predictions are
+    what :meth:`Segmenter.decide` ships: refined by the dense CRF when ``segmenter.crf`` is set."""
     if spec.num_classes != segmenter.meta.num_classes:
         raise PixelwiseError(
             f"model has {segmenter.meta.num_classes} classes but dataset {spec.source} has "
@@ -103,9 +116,14 @@ def evaluate(
         segmenter.meta.std,
         batch_size=batch_size,
         num_workers=num_workers,
+        raw_images=segmenter.crf is not None,
     )
     if any(s.mask is None for s in loader.dataset.samples):  # type: ignore[attr-defined]
         raise PixelwiseError(f"split {split!r} of {spec.source} has images without masks")
+
+    def crf_labels(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        return segmenter.decide(logits, batch["raw"])[1]
+
     t0 = time.perf_counter()
     cm = confusion_over(
         segmenter.logits,
@@ -113,6 +131,7 @@ def evaluate(
         spec.num_classes,
         threshold=segmenter.meta.threshold,
         progress=progress,
+        labels_fn=None if segmenter.crf is None else crf_labels,
     )
     return EvalResult(
         confusion=cm,
@@ -122,6 +141,7 @@ def evaluate(
         dataset=spec.name,
         num_images=len(loader.dataset),  # type: ignore[arg-type]
         seconds=time.perf_counter() - t0,
+        crf=None if segmenter.crf is None else asdict(segmenter.crf.params),
     )
 
 
@@ -153,6 +173,7 @@ def report_dict(result: EvalResult) -> dict:
             for i, name in enumerate(result.class_names)
         ],
         "confusion_matrix": result.confusion.matrix.tolist(),
+        "crf": result.crf,
         "seconds": round(result.seconds, 3),
     }
 

@@ -1,4 +1,5 @@
-"""Prediction over files: class-index PNGs with the class palette, overlays, optional probabilities.
+"""Prediction over files: class-index PNGs with the class palette, overlays, optional probabilities —
+refined by the dense CRF when the segmenter has one (DeepLab v1 by default).
 
 Every output is written atomically. An unreadable input is reported and skipped; the others are still
 written, and the summary says which failed.
@@ -15,7 +16,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import outputs
 from .._atomic import atomic_path
 from ..data.io import IMAGE_EXTENSIONS, read_image, write_png
 from ..errors import PixelwiseError
@@ -92,7 +92,8 @@ def predict_files(
             summary.failed.append((str(path), str(exc)))
             continue
         logits = segmenter.logits(segmenter.preprocess(image)[None])
-        labels = segmenter.labels(logits)[0].to(torch.uint8).cpu().numpy()
+        probs_t, labels_t = segmenter.decide(logits, image[None] if segmenter.crf else None)
+        labels = labels_t[0].to(torch.uint8).cpu().numpy()
         write_png(out / f"{stem}.png", mask_image(labels, meta.colors))
         summary.written.append(out / f"{stem}.png")
         if overlay:
@@ -101,7 +102,6 @@ def predict_files(
                 overlay_with_legend(image, labels, meta.colors, meta.class_names),
             )
         if probs:
-            p = outputs.probabilities(logits)[0].cpu().numpy().astype(np.float32)
             with atomic_path(out / f"{stem}_probs.npy") as tmp, open(tmp, "wb") as fh:
-                np.save(fh, p)
+                np.save(fh, probs_t[0].cpu().numpy().astype(np.float32))
     return summary

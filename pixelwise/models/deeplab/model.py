@@ -4,8 +4,8 @@
   Convolutional Nets and Fully Connected CRFs", ICLR 2015 (arXiv:1412.7062). The LargeFOV variant:
   atrous VGG-16 (output stride 8, fc6 3×3×1024 with dilation 12), a 1×1 classifier, bilinear upsampling.
   The paper refines the scores with a fully connected CRF; that is post-processing at prediction time
-  (pixelwise's CRF, a separate module, plugs in after the softmax of these logits), so the network here
-  is complete without it.
+  (:mod:`pixelwise.crf`, which ``deeplabv1`` segmenters apply by default), so the network here is
+  complete without it.
 * DeepLab v2 — Chen et al., "DeepLab: Semantic Image Segmentation with Deep Convolutional Nets, Atrous
   Convolution, and Fully Connected CRFs", TPAMI 2017 (arXiv:1606.00915). ASPP-L on a dilated ResNet-101:
   four 3×3 atrous convolutions (rates 6, 12, 18, 24) predicting class scores, summed.
