@@ -30,6 +30,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+_DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")]
+
+
 class _Failed(Exception):
     """Some inputs failed; already reported. Exit code 1."""
 
@@ -92,7 +95,7 @@ def evaluate(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
+    device: _DeviceOption = "auto",
     crf: _CRFOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -140,7 +143,7 @@ def predict(
         bool, typer.Option(help="Also write per-class probabilities (.npy, C×H×W).")
     ] = False,
     overlay: Annotated[bool, typer.Option(help="Write <name>_overlay.png with a legend.")] = True,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
+    device: _DeviceOption = "auto",
     crf: _CRFOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
