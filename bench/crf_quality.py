@@ -7,7 +7,8 @@ another, and a figure (image, raw mask, refined mask).
 The model's logits are computed once per image (float32 eval) and kept in memory as float16; every CRF
 setting then runs on the same logits. The grid varies the appearance (bilateral) kernel — its weight,
 spatial width and colour width — with the smoothness kernel fixed at DeepLab's (weight 3, width 3) and 10
-mean-field iterations, as DeepLab v1 cross-validated it. Prints a markdown report.
+mean-field iterations, as DeepLab v1 cross-validated it. Prints a markdown report (quality only: CRF
+timings are bench/crf_vs_pydensecrf.py's).
 """
 
 from __future__ import annotations
@@ -44,11 +45,10 @@ def cache_logits(seg: Segmenter, spec, split: str):  # noqa: ANN001, ANN201
     return out
 
 
-def miou(items, num_classes: int, params: CRFParams | None) -> tuple[float, np.ndarray, float]:  # noqa: ANN001
-    """mIoU, per-class IoU and seconds per image with ``params`` (``None``: no CRF)."""
+def miou(items, num_classes: int, params: CRFParams | None) -> tuple[float, np.ndarray]:  # noqa: ANN001
+    """mIoU and per-class IoU with ``params`` (``None``: no CRF)."""
     cm = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
     crf = DenseCRF(params) if params is not None else None
-    t0 = time.perf_counter()
     for image, mask, logits in items:
         lg = torch.from_numpy(logits.astype(np.float32))
         if crf is None:
@@ -57,7 +57,7 @@ def miou(items, num_classes: int, params: CRFParams | None) -> tuple[float, np.n
             labels = torch.as_tensor(crf(image, logits=lg.numpy()).labels)
         cm.update(labels, torch.from_numpy(mask))
     sc = cm.scores()
-    return sc.miou, sc.iou, (time.perf_counter() - t0) / max(1, len(items))
+    return sc.miou, sc.iou
 
 
 def figure(item, params: CRFParams, colors, path: Path) -> None:  # noqa: ANN001
@@ -113,13 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}.\n"
     )
     tune = cache_logits(seg, spec, args.tune_split)
-    base, _, _ = miou(tune, k, None)
+    base, _ = miou(tune, k, None)
     default = CRFParams()
     rows = []
     for w, sxy, srgb in itertools.product(args.weights, args.sxy, args.srgb):
         p = replace(default, bilateral_weight=w, bilateral_sxy=sxy, bilateral_srgb=srgb)
-        m, _, sec = miou(tune, k, p)
-        rows.append((m, w, sxy, srgb, sec))
+        m, _ = miou(tune, k, p)
+        rows.append((m, w, sxy, srgb))
     rows.sort(reverse=True)
     best = replace(
         default, bilateral_weight=rows[0][1], bilateral_sxy=rows[0][2], bilateral_srgb=rows[0][3]
@@ -128,17 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         f"## Tuning on `{args.tune_split}` ({len(tune)} images): mIoU without CRF "
         f"{100 * base:.2f}%\n"
     )
-    print("| bilateral weight | sxy | srgb | mIoU % | Δ vs no CRF | s/image |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for m, w, sxy, srgb, sec in rows:
-        print(
-            f"| {w:g} | {sxy:g} | {srgb:g} | {100 * m:.2f} | {100 * (m - base):+.2f} | {sec:.3f} |"
-        )
+    print("| bilateral weight | sxy | srgb | mIoU % | Δ vs no CRF |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for m, w, sxy, srgb in rows:
+        print(f"| {w:g} | {sxy:g} | {srgb:g} | {100 * m:.2f} | {100 * (m - base):+.2f} |")
     del tune
     test = cache_logits(seg, spec, args.test_split)
     print(f"\n## `{args.test_split}` ({len(test)} images)\n")
-    print("| setting | mIoU % | " + " | ".join(names) + " | s/image |")
-    print("| --- | ---: | " + " | ".join("---:" for _ in names) + " | ---: |")
+    print("| setting | mIoU % | " + " | ".join(names) + " |")
+    print("| --- | ---: | " + " | ".join("---:" for _ in names) + " |")
     for label, p in (
         ("no CRF", None),
         ("CRF, DeepLab v1 defaults (w 4, sxy 121, srgb 5)", default),
@@ -148,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             best,
         ),
     ):
-        m, iou, sec = miou(test, k, p)
+        m, iou = miou(test, k, p)
         cells = " | ".join("—" if np.isnan(v) else f"{100 * v:.1f}" for v in iou)
-        print(f"| {label} | **{100 * m:.2f}** | {cells} | {sec:.3f} |", flush=True)
+        print(f"| {label} | **{100 * m:.2f}** | {cells} |", flush=True)
     if args.figure:
         figure(test[args.figure_index], best, spec.colors, args.figure)
         print(f"\nFigure: `{args.figure}` (image {args.figure_index} of `{args.test_split}`).")
