@@ -106,6 +106,11 @@ def evaluate(
 
     seg = Segmenter.from_checkpoint(model, device=device, crf=crf)
     spec = load_dataset_spec(data)
+    console.print(
+        f"dataset {spec.name}: {spec.num_classes} classes, from {spec.source}",
+        highlight=False,
+        markup=False,
+    )
     result = run_evaluate(
         seg, spec, split, batch_size=batch_size, num_workers=workers, progress=not quiet
     )

@@ -249,6 +249,13 @@ def train(
     # --- data, checked before anything else -------------------------------------------------
     spec = load_dataset_spec(cfg.data.dataset)
     splits = [cfg.data.train_split] + ([cfg.data.val_split] if cfg.data.val_split else [])
+    log.info(
+        "dataset %s: %d classes (%s), from %s",
+        spec.name,
+        spec.num_classes,
+        ", ".join(spec.class_names),
+        spec.source,
+    )
     log.info("checking dataset %s (%s)", spec.name, ", ".join(splits))
     train_report = check_dataset(spec, splits)[0]
     mean, std = default_normalization(spec.image_channels)
