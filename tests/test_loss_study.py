@@ -3,57 +3,21 @@ and plot are written, and a second invocation resumes instead of redoing finishe
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import load_bench_module, study_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _study_module():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("loss_study", ROOT / "bench" / "loss_study.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["loss_study"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-def _dataset(root: Path) -> Path:
-    """Four classes named like CamVid's (road, pole, sign, pedestrian), 16×16 index masks; 255 is
-    unlabelled. Splits train (4 images), val and test (2 each)."""
-    rng = np.random.default_rng(0)
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-    for i in range(8):
-        mask = np.zeros((16, 16), np.uint8)
-        mask[4:8, 2:4] = 1
-        mask[2:4, 10:14] = 2
-        mask[10:15, 8:11] = 3
-        mask[0] = 255
-        img = (rng.random((16, 16, 3)) * 40 + mask[..., None] % 255 * 50).astype(np.uint8)
-        Image.fromarray(img).save(root / "images" / f"{i}.png")
-        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
-    (root / "data.yaml").write_text(
-        "name: toy\nroot: .\nclasses: [{name: road}, {name: pole}, {name: sign}, {name: pedestrian}]\n"
-        "mask: {encoding: index, ignore_index: 255}\nsplits:\n"
-        "  train: {images: images, masks: masks, stems: ['0', '1', '2', '3']}\n"
-        "  val: {images: images, masks: masks, stems: ['4', '5']}\n"
-        "  test: {images: images, masks: masks, stems: ['6', '7']}\n"
-    )
-    return root / "data.yaml"
-
-
 @pytest.mark.slow
 def test_loss_study_tiny_budget(tmp_path: Path) -> None:
-    study = _study_module()
-    data = _dataset(tmp_path / "data")
+    study = load_bench_module("loss_study")
+    data = study_dataset(tmp_path / "data")
     out, report, png = tmp_path / "runs", tmp_path / "study.md", tmp_path / "study.png"
     argv = [
         "--epochs", "1", "--crop", "12", "--max-steps", "1", "--batch-size", "2",

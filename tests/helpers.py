@@ -1,0 +1,47 @@
+"""Helpers shared by several test modules (tests/ is on sys.path under pytest)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_bench_module(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` by path (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def study_dataset(root: Path) -> Path:
+    """Four classes named like CamVid's (road, pole, sign, pedestrian), 16×16 index masks; 255 is
+    unlabelled. Splits train (4 images), val and test (2 each). Returns the dataset YAML."""
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(8):
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4:8, 2:4] = 1
+        mask[2:4, 10:14] = 2
+        mask[10:15, 8:11] = 3
+        mask[0] = 255
+        img = (rng.random((16, 16, 3)) * 40 + mask[..., None] % 255 * 50).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    (root / "data.yaml").write_text(
+        "name: toy\nroot: .\nclasses: [{name: road}, {name: pole}, {name: sign}, {name: pedestrian}]\n"
+        "mask: {encoding: index, ignore_index: 255}\nsplits:\n"
+        "  train: {images: images, masks: masks, stems: ['0', '1', '2', '3']}\n"
+        "  val: {images: images, masks: masks, stems: ['4', '5']}\n"
+        "  test: {images: images, masks: masks, stems: ['6', '7']}\n"
+    )
+    return root / "data.yaml"
