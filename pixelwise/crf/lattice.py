@@ -447,19 +447,11 @@ def _filter(values_in, offsets, weights, neighbours, buf_a, buf_b, out, scale, a
                 out[i, k] += w * src[o, k]
 
 
-@dataclass
-class Lattice:
-    """A permutohedral lattice over one image's features, ready to filter (N × C) float32 values.
-
-    Attributes:
-        offsets: (N, d+1) int32, 1-based vertex of each pixel's simplex corners.
-        weights: (N, d+1) float32 barycentric weights.
-        neighbours: (d+1, M, 2) int32, each vertex's previous and next neighbour along each
-            lattice direction (1-based; 0: none).
-    """
+class LatticeShape:
+    """What a lattice's arrays say about it; shared by the numpy and the PyTorch lattice, which hold
+    ``offsets`` (N, d+1) and ``neighbours`` (d+1, M, 2)."""
 
     offsets: np.ndarray
-    weights: np.ndarray
     neighbours: np.ndarray
 
     @property
@@ -473,6 +465,22 @@ class Lattice:
     @property
     def alpha(self) -> float:
         return 1.0 / (1.0 + 2.0 ** (-self.dim))
+
+
+@dataclass
+class Lattice(LatticeShape):
+    """A permutohedral lattice over one image's features, ready to filter (N × C) float32 values.
+
+    Attributes:
+        offsets: (N, d+1) int32, 1-based vertex of each pixel's simplex corners.
+        weights: (N, d+1) float32 barycentric weights.
+        neighbours: (d+1, M, 2) int32, each vertex's previous and next neighbour along each
+            lattice direction (1-based; 0: none).
+    """
+
+    offsets: np.ndarray
+    weights: np.ndarray
+    neighbours: np.ndarray
 
     def filter(self, values: np.ndarray) -> np.ndarray:
         """Approximate Gaussian filtering of ``values`` (N, C); the sum includes each point itself."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .lattice import build_lattice
+from .lattice import LatticeShape, build_lattice
 
 if TYPE_CHECKING:
     from .dense import CRFParams
@@ -27,7 +27,7 @@ __all__ = ["TorchLattice", "build_lattice_torch", "mean_field_torch"]
 _CHUNK = 1 << 18  # points per chunk of the embedding (bounds its (chunk, d+1, d+1) temporaries)
 
 
-class TorchLattice:
+class TorchLattice(LatticeShape):
     """A lattice on a device. ``offsets`` (N, d+1) int64 1-based vertex indices, ``weights``
     (N, d+1) float32, ``neighbours`` (d+1, M, 2) int64 (1-based, 0 = none)."""
 
@@ -37,18 +37,6 @@ class TorchLattice:
         self.offsets = offsets
         self.weights = weights
         self.neighbours = neighbours
-
-    @property
-    def dim(self) -> int:
-        return self.offsets.shape[1] - 1
-
-    @property
-    def num_vertices(self) -> int:
-        return self.neighbours.shape[1]
-
-    @property
-    def alpha(self) -> float:
-        return 1.0 / (1.0 + 2.0 ** (-self.dim))
 
     def filter(self, values: torch.Tensor, scale: float | None = None) -> torch.Tensor:
         """``scale · slice(blur(splat(values)))`` for (N, C) values (``scale`` defaults to alpha)."""
