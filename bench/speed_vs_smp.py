@@ -17,12 +17,13 @@ up to match smp's, with smp's own defaults read from its signatures:
   (``encoder_depth=3``, 512 channels), which pixelwise cannot build (its encoders always run every
   stage). So smp is given pixelwise's encoder instead: ``PSPNet("resnet50", encoder_depth=5,
   output_stride=8, upsampling=8)``, the paper's dilated ResNet-50; pixelwise ``pspnet`` at output
-  stride 8 with smp's 512 channels and dropout 0.2 and no auxiliary head (smp has none). Left
-  different: pixelwise fuses the pyramid with a 3×3 conv (the paper), smp with a 1×1; smp's classifier
-  is 3×3, pixelwise's 1×1. smp's default model is listed (parameters, GFLOPs) but not timed.
+  stride 8 with smp's 512 channels and dropout 0.2 and no auxiliary head (smp has none). Two pixelwise
+  rows: ``pspnet`` fuses the pyramid with a 3×3 conv (the paper; 1.6× smp's FLOPs), ``pspnet_1x1``
+  with smp's 1×1 (``fuse_kernel=1``; the same network). Left different: smp's classifier is 3×3,
+  pixelwise's 1×1. smp's default model is listed (parameters, GFLOPs) but not timed.
 * U-Net / ResNet-18 — smp ``Unet("resnet18")``; pixelwise ``unet_encoder`` on ``resnet18`` with smp's
-  decoder channels 256/128/64/32/16. Left different: bilinear (pixelwise) against nearest (smp)
-  upsampling; smp's classifier is 3×3, pixelwise's 1×1.
+  decoder channels 256/128/64/32/16 and smp's nearest upsampling (``upsample="nearest"``; pixelwise's
+  default is bilinear). Left different: smp's classifier is 3×3, pixelwise's 1×1.
 
 Both sides use the same ResNet topology (smp: torchvision's; pixelwise: timm's ``features_only``).
 Parameters and GFLOPs (2 per multiply-add, convolutions and matrix products) of both are printed,
@@ -30,7 +31,8 @@ measured by ``pixelwise.engine.complexity.measure`` at the forward size.
 
 What is timed: *forward* — eval mode, ``torch.no_grad()``, a batch of ``--batch`` 3×384×480 images
 (CamVid's 360×480 padded to a multiple of 32, which smp requires; pixelwise pads internally and then
-has nothing to pad); *train step* — train mode, forward, cross-entropy (in float32), backward, AdamW
+has nothing to pad); *memory format* ``--formats``: both models and the inputs in contiguous (NCHW)
+or ``channels_last`` (NHWC) layout alike; *train step* — train mode, forward, cross-entropy (in float32), backward, AdamW
 step, a batch of ``--batch`` 256×256 crops. In float32 and under bfloat16 autocast. For each pair
 and precision: ``--warmup`` untimed calls of each, then ``--repeats`` timed calls interleaved
 (pixelwise, smp, pixelwise, smp, ...), each ended by a device synchronisation; the table shows the
@@ -123,15 +125,20 @@ def _deeplabv3plus() -> Pair:
     )
 
 
-def _pspnet() -> Pair:
+def _pspnet(fuse_kernel: int = 3) -> Pair:
     smp = _smp()
     cls = smp.PSPNet
     width, drop = _default(cls, "psp_out_channels"), _default(cls, "psp_dropout")
     kw = dict(
-        encoder="resnet50", output_stride=8, decoder_channels=width, dropout=drop, aux_weight=0.0
+        encoder="resnet50",
+        output_stride=8,
+        decoder_channels=width,
+        fuse_kernel=fuse_kernel,
+        dropout=drop,
+        aux_weight=0.0,
     )
     return Pair(
-        "PSPNet / ResNet-50",
+        f"PSPNet / ResNet-50, {fuse_kernel}×{fuse_kernel} fusion",
         lambda: _pixelwise("pspnet", **kw),
         lambda: cls(
             encoder_name="resnet50",
@@ -151,7 +158,11 @@ def _unet() -> Pair:
     smp = _smp()
     cls = smp.Unet
     channels = tuple(_default(cls, "decoder_channels"))
-    kw = dict(encoder="resnet18", decoder_channels=channels)
+    kw = dict(
+        encoder="resnet18",
+        decoder_channels=channels,
+        upsample=_default(cls, "decoder_interpolation"),
+    )
     return Pair(
         "U-Net / ResNet-18",
         lambda: _pixelwise("unet_encoder", **kw),
@@ -165,8 +176,11 @@ def _unet() -> Pair:
 PAIRS: dict[str, Callable[[], Pair]] = {
     "deeplabv3plus": _deeplabv3plus,
     "pspnet": _pspnet,
+    "pspnet_1x1": partial(_pspnet, 1),
     "unet": _unet,
 }
+
+FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -238,15 +252,34 @@ def _time_pair(
     *,
     flops_ratio: float,
 ) -> list[str]:
-    """Time both models of ``pair`` in every precision; one table row per precision."""
+    """Time both models of ``pair`` in every memory format and precision; one table row each."""
+    rows = []
+    for fmt in args.formats:
+        rows += _time_format(pair, args, fmt, xf, xt, yt, flops_ratio=flops_ratio)
+    return rows
+
+
+def _time_format(
+    pair: Pair,
+    args: argparse.Namespace,
+    fmt: str,
+    xf: torch.Tensor,
+    xt: torch.Tensor,
+    yt: torch.Tensor,
+    *,
+    flops_ratio: float,
+) -> list[str]:
+    mf = FORMATS[fmt]
     torch.manual_seed(0)
-    ours, theirs = pair.pixelwise().to(xf.device), pair.smp().to(xf.device)
+    ours = pair.pixelwise().to(xf.device, memory_format=mf)
+    theirs = pair.smp().to(xf.device, memory_format=mf)
+    xf, xt = xf.contiguous(memory_format=mf), xt.contiguous(memory_format=mf)
     opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4)
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-4)
     rows = []
     for prec in args.precisions:
         dtype = PRECISIONS[prec]
-        log.info("%s, %s", pair.label, prec)
+        log.info("%s, %s, %s", pair.label, fmt, prec)
         ours.eval(), theirs.eval()
         for model in (ours, theirs):  # both give N×classes×H×W logits
             out = _forward(model, xf, dtype)
@@ -266,7 +299,7 @@ def _time_pair(
             repeats=args.repeats,
         )
         rows.append(
-            f"| {pair.label} | {prec} | {flops_ratio:.2f} | {_ms(fwd[0])} | {_ms(fwd[1])} | "
+            f"| {pair.label} | {fmt.replace('_', ' ')} | {prec} | {flops_ratio:.2f} | {_ms(fwd[0])} | {_ms(fwd[1])} | "
             f"**{fwd[0] / fwd[1]:.2f}** | {_ms(step[0])} | {_ms(step[1])} | "
             f"**{step[0] / step[1]:.2f}** |"
         )
@@ -316,6 +349,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=3, help="untimed calls of each model first")
     ap.add_argument("--models", nargs="+", default=list(PAIRS), choices=list(PAIRS))
     ap.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
+    ap.add_argument(
+        "--formats",
+        nargs="+",
+        default=list(FORMATS),
+        choices=list(FORMATS),
+        help="memory formats (both models and inputs converted alike)",
+    )
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
     args = ap.parse_args(argv)
     if args.size is not None:
@@ -387,14 +427,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"Forward: eval mode, `no_grad`, {n}×3×{fsize[0]}×{fsize[1]}. Train step: train mode, "
                 f"forward + cross-entropy + backward + AdamW step, {n}×3×{tsize[0]}×{tsize[1]}. "
                 f"Median of {args.repeats} calls of each, interleaved (pixelwise, smp, ...) after "
-                f"{args.warmup} warm-up calls; bf16 is `torch.autocast(dtype=torch.bfloat16)`. "
+                f"{args.warmup} warm-up calls; memory format: both models and the inputs converted "
+                "alike (`channels_last` is what `pixelwise train` uses by default); bf16 is `torch.autocast(dtype=torch.bfloat16)`. "
                 "Ratio = pixelwise / smp: at most 1.00 means pixelwise is no slower. FLOPs ratio: "
                 "the forward FLOPs of pixelwise's model over smp's (the configurations below); "
                 "where it is not 1.00 the two compute different networks.",
                 "",
-                "| model | precision | FLOPs ratio | forward pixelwise ms | forward smp ms | forward ratio "
+                "| model | memory format | precision | FLOPs ratio | forward pixelwise ms | forward smp ms | forward ratio "
                 "| train pixelwise ms | train smp ms | train ratio |",
-                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+                "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
                 *rows,
                 "",
                 f"Configurations (random initialisation, {NUM_CLASSES} classes; parameters, and "
@@ -405,7 +446,11 @@ def main(argv: list[str] | None = None) -> int:
                 "| --- | --- | ---: | ---: | --- | ---: | ---: |",
                 *config_rows,
                 "",
-                *([_smp_default_psp(fsize), ""] if "pspnet" in args.models else []),
+                *(
+                    [_smp_default_psp(fsize), ""]
+                    if any(m.startswith("pspnet") for m in args.models)
+                    else []
+                ),
             ]
         )
     )

@@ -144,9 +144,44 @@ class Study:
 # ---- overrides and the budget's folder ------------------------------------------------------------
 
 
-def budget_overrides(args: argparse.Namespace) -> list[str]:
-    """The budget as overrides, applied after the variant's."""
-    o = [f"train.epochs={args.epochs}", f"augment.crop_size=[{args.crop}, {args.crop}]"]
+def parse_epochs(values: list[str], datasets: list[str]) -> dict[str, int]:
+    """``--epochs`` values → epochs per dataset: ``12`` for every dataset, or ``camvid=12
+    membrane=40`` (a bare number sets the datasets not named)."""
+    default: int | None = None
+    out: dict[str, int] = {}
+    for v in values:
+        name, sep, num = v.rpartition("=")
+        try:
+            n = int(num)
+        except ValueError:
+            raise SystemExit(f"--epochs {v!r}: expected N or DATASET=N") from None
+        if n < 1:
+            raise SystemExit(f"--epochs {v!r}: epochs must be >= 1")
+        if not sep:
+            default = n
+        elif name not in datasets:
+            raise SystemExit(f"--epochs {v!r}: unknown dataset {name!r} ({', '.join(datasets)})")
+        else:
+            out[name] = n
+    missing = [d for d in datasets if d not in out and default is None]
+    if missing:
+        raise SystemExit(f"--epochs: no epochs given for {', '.join(missing)}")
+    return {d: out.get(d, default) for d in datasets}  # type: ignore[misc]
+
+
+def epochs_text(epochs: dict[str, int]) -> str:
+    """``12`` when every dataset has the same epochs, else ``camvid 12, membrane 40``."""
+    if len(set(epochs.values())) == 1:
+        return str(next(iter(epochs.values())))
+    return ", ".join(f"{d} {n}" for d, n in epochs.items())
+
+
+def budget_overrides(args: argparse.Namespace, dataset: str) -> list[str]:
+    """The budget of ``dataset``'s runs as overrides, applied after the variant's."""
+    o = [
+        f"train.epochs={args.epochs[dataset]}",
+        f"augment.crop_size=[{args.crop}, {args.crop}]",
+    ]
     if args.max_steps is not None:
         o.append(f"train.max_steps={args.max_steps}")
     if args.batch_size is not None:
@@ -156,7 +191,12 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
 
 def budget_tag(args: argparse.Namespace) -> str:
     """Folder name of a budget: ``e40_c256`` (+ ``_s<steps>``, ``_b<batch>``, a hash of ``--set``)."""
-    tag = f"e{args.epochs}_c{args.crop}"
+    ep = args.epochs
+    if len(set(ep.values())) == 1:
+        tag = f"e{next(iter(ep.values()))}"
+    else:
+        tag = "e" + "-".join(f"{d}{n}" for d, n in sorted(ep.items()))
+    tag += f"_c{args.crop}"
     if args.max_steps is not None:
         tag += f"_s{args.max_steps}"
     if args.batch_size is not None:
@@ -178,9 +218,11 @@ def runtime_overrides(args: argparse.Namespace) -> list[str]:
     return o
 
 
-def _overrides(study: Study, variant: str, args: argparse.Namespace) -> list[str]:
+def _overrides(study: Study, dataset: str, variant: str, args: argparse.Namespace) -> list[str]:
     return (
-        list(study.variants[variant].overrides) + budget_overrides(args) + runtime_overrides(args)
+        list(study.variants[variant].overrides)
+        + budget_overrides(args, dataset)
+        + runtime_overrides(args)
     )
 
 
@@ -288,7 +330,7 @@ def markdown(study: Study, results: Results, args: argparse.Namespace, tag: str)
         "",
         f"    python {study.script} {' '.join(args.argv)}",
         "",
-        f"Budget `{tag}`: {args.epochs} epochs, {args.crop}×{args.crop} crops"
+        f"Budget `{tag}`: {epochs_text(args.epochs)} epochs, {args.crop}×{args.crop} crops"
         + (f", at most {args.max_steps} steps" if args.max_steps is not None else "")
         + (f", batch {args.batch_size}" if args.batch_size is not None else "")
         + (f", overrides `{' '.join(args.set)}`" if args.set else "")
@@ -328,7 +370,9 @@ def markdown(study: Study, results: Results, args: argparse.Namespace, tag: str)
                 continue
             rep = runs.get(variant)
             overrides = (
-                rep["study"]["overrides"] if rep is not None else _overrides(study, variant, args)
+                rep["study"]["overrides"]
+                if rep is not None
+                else _overrides(study, dataset, variant, args)
             )
             extra = "".join(
                 f"{x} | " for x in _extra_cells(study, dataset, variant, overrides, log)
@@ -400,7 +444,12 @@ def _write(study: Study, budget_dir: Path, args: argparse.Namespace, tag: str) -
 def parse_args(study: Study, argv: list[str] | None) -> argparse.Namespace:
     """The command line every study shares; the chosen variants land in ``args.variants``."""
     ap = argparse.ArgumentParser(description=study.description)
-    ap.add_argument("--epochs", type=int, required=True, help="training epochs per run")
+    ap.add_argument(
+        "--epochs",
+        nargs="+",
+        required=True,
+        help="training epochs per run: N, or DATASET=N for each dataset (camvid=12 membrane=40)",
+    )
     ap.add_argument("--crop", type=int, required=True, help="square training crop size")
     ap.add_argument("--max-steps", type=int, help="stop each run after this many steps")
     ap.add_argument("--batch-size", type=int, help="override the recipes' batch size")
@@ -431,6 +480,7 @@ def parse_args(study: Study, argv: list[str] | None) -> argparse.Namespace:
         "--list", action="store_true", help="print the runs and their state, train nothing"
     )
     args = ap.parse_args(argv)
+    args.epochs = parse_epochs(args.epochs, list(study.datasets))
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
@@ -460,7 +510,7 @@ def main(study: Study, argv: list[str] | None = None) -> int:
     for dataset in args.datasets:
         for variant in args.variants:
             run_dir = budget_dir / f"{dataset}_{variant}"
-            overrides = _overrides(study, variant, args)
+            overrides = _overrides(study, dataset, variant, args)
             if args.list:
                 print(
                     f"{dataset}_{variant} [{_state(run_dir)}]: "

@@ -52,6 +52,81 @@ _CRFOption = Annotated[
 ]
 
 
+_TTAOption = Annotated[
+    bool,
+    typer.Option(
+        "--tta/--no-tta",
+        help="Test-time augmentation: average the probabilities over horizontal flips and scales.",
+    ),
+]
+_TTAScalesOption = Annotated[str, typer.Option(help="TTA scales, comma-separated (with --tta).")]
+_TileOption = Annotated[
+    str,
+    typer.Option(
+        help="auto: whole image up to --max-whole-pixels, sliding windows beyond; whole; slide."
+    ),
+]
+_WindowOption = Annotated[int, typer.Option(help="Sliding-window side in pixels.")]
+_OverlapOption = Annotated[float, typer.Option(help="Fraction of a window shared by neighbours.")]
+_BlendOption = Annotated[
+    str, typer.Option(help="Weights of overlapping windows: gaussian, linear or uniform.")
+]
+_MaxWholeOption = Annotated[
+    int, typer.Option(help="auto tiling: largest H×W predicted as a whole image.")
+]
+
+
+def _segmenter(
+    model: Path,
+    *,
+    device: str,
+    crf: bool | None,
+    tta: bool,
+    tta_scales: str,
+    tile: str,
+    window: int,
+    overlap: float,
+    blend: str,
+    max_whole_pixels: int,
+):  # noqa: ANN202 - a pixelwise.engine.Segmenter, imported lazily
+    """The Segmenter every inference command builds from its options."""
+    from .engine import Segmenter
+    from .engine.tiling import TileConfig
+    from .engine.tta import TTAConfig
+    from .errors import PixelwiseError
+
+    tta_cfg = None
+    if tta:
+        try:
+            scales = tuple(float(x) for x in tta_scales.split(",") if x.strip())
+        except ValueError:
+            raise PixelwiseError(
+                f"--tta-scales {tta_scales!r}: expected comma-separated numbers such as 0.75,1,1.25"
+            ) from None
+        tta_cfg = TTAConfig(flip=True, scales=scales)
+    tiling = TileConfig(
+        mode=tile, window=window, overlap=overlap, blend=blend, max_whole_pixels=max_whole_pixels
+    )
+    return Segmenter.from_checkpoint(model, device=device, crf=crf, tta=tta_cfg, tiling=tiling)
+
+
+def _inference_note(seg) -> str:  # noqa: ANN001
+    parts = []
+    if seg.tta is not None:
+        parts.append(
+            f"TTA: {'flips × ' if seg.tta.flip else ''}scales "
+            + ", ".join(f"{s:g}" for s in seg.tta.scales)
+        )
+    t = seg.tiling
+    if t.mode != "whole":
+        parts.append(
+            f"tiling {t.mode}: {t.window}-pixel windows, overlap {t.overlap:g}, {t.blend} blending"
+        )
+    if seg.crf is not None:
+        parts.append(f"dense CRF: {_crf_summary(seg.crf.params)}")
+    return "; ".join(parts)
+
+
 def _crf_summary(p) -> str:  # noqa: ANN001 - a pixelwise.crf.CRFParams, imported lazily
     return (
         f"{p.iterations} iterations, Gaussian sxy {p.gaussian_sxy:g} w {p.gaussian_weight:g}, "
@@ -87,7 +162,7 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Option(help="Checkpoint (.ckpt).")],
+    model: Annotated[Path, typer.Option(help="Checkpoint (.ckpt) or exported model (.onnx).")],
     data: Annotated[Path, typer.Option(help="Dataset YAML or folder.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
     out: Annotated[
@@ -97,14 +172,32 @@ def evaluate(
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
     device: _DeviceOption = "auto",
     crf: _CRFOption = None,
+    tta: _TTAOption = False,
+    tta_scales: _TTAScalesOption = "0.75,1,1.25",
+    tile: _TileOption = "auto",
+    window: _WindowOption = 512,
+    overlap: _OverlapOption = 0.25,
+    blend: _BlendOption = "gaussian",
+    max_whole_pixels: _MaxWholeOption = 2048 * 2048,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Score a model on a labelled split: per-class IoU/Dice/accuracy and their means."""
     from .data import load_dataset_spec
-    from .engine import Segmenter, report_dict, write_report
     from .engine import evaluate as run_evaluate
+    from .engine import report_dict, write_report
 
-    seg = Segmenter.from_checkpoint(model, device=device, crf=crf)
+    seg = _segmenter(
+        model,
+        device=device,
+        crf=crf,
+        tta=tta,
+        tta_scales=tta_scales,
+        tile=tile,
+        window=window,
+        overlap=overlap,
+        blend=blend,
+        max_whole_pixels=max_whole_pixels,
+    )
     spec = load_dataset_spec(data)
     console.print(
         f"dataset {spec.name}: {spec.num_classes} classes, from {spec.source}",
@@ -127,8 +220,8 @@ def evaluate(
             f"{c['support']:,}" if c["present"] else "absent",
         )
     console.print(table)
-    if seg.crf is not None:
-        console.print(f"refined by the dense CRF: {_crf_summary(seg.crf.params)}", highlight=False)
+    if note := _inference_note(seg):
+        console.print(note, highlight=False, markup=False)
     console.print(
         f"mIoU {_pct(rep['miou'])}  pixel acc {_pct(rep['pixel_accuracy'])}  "
         f"mean acc {_pct(rep['mean_accuracy'])}  fwIoU {_pct(rep['fw_iou'])}  "
@@ -142,33 +235,106 @@ def evaluate(
 @app.command()
 def predict(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
-    model: Annotated[Path, typer.Option(help="Checkpoint (.ckpt).")],
+    model: Annotated[Path, typer.Option(help="Checkpoint (.ckpt) or exported model (.onnx).")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
     probs: Annotated[
         bool, typer.Option(help="Also write per-class probabilities (.npy, C×H×W).")
     ] = False,
     overlay: Annotated[bool, typer.Option(help="Write <name>_overlay.png with a legend.")] = True,
+    overwrite: Annotated[
+        bool, typer.Option(help="Redo inputs whose mask exists (default: skip them).")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="Same-size images per forward pass.")] = 4,
+    workers: Annotated[int, typer.Option(help="Image-decoding processes.")] = 2,
     device: _DeviceOption = "auto",
     crf: _CRFOption = None,
+    tta: _TTAOption = False,
+    tta_scales: _TTAScalesOption = "0.75,1,1.25",
+    tile: _TileOption = "auto",
+    window: _WindowOption = 512,
+    overlap: _OverlapOption = 0.25,
+    blend: _BlendOption = "gaussian",
+    max_whole_pixels: _MaxWholeOption = 2048 * 2048,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Segment images: <name>.png class-index masks (class colours as palette) and overlays."""
-    from .engine import Segmenter, predict_files
+    """Segment images: <name>.png class-index masks (class colours as palette) and overlays;
+    TIFF inputs give <name>.tif (a GeoTIFF lined up with a georeferenced source)."""
+    from .engine import predict_files
 
-    seg = Segmenter.from_checkpoint(model, device=device, crf=crf)
-    summary = predict_files(seg, inputs, out, probs=probs, overlay=overlay, progress=not quiet)
+    seg = _segmenter(
+        model,
+        device=device,
+        crf=crf,
+        tta=tta,
+        tta_scales=tta_scales,
+        tile=tile,
+        window=window,
+        overlap=overlap,
+        blend=blend,
+        max_whole_pixels=max_whole_pixels,
+    )
+    summary = predict_files(
+        seg,
+        inputs,
+        out,
+        probs=probs,
+        overlay=overlay,
+        overwrite=overwrite,
+        batch_size=batch_size,
+        num_workers=workers,
+        progress=not quiet,
+    )
     for path, reason in summary.failed:
         err_console.print(
             f"skipped: {reason if path in reason else f'{path}: {reason}'}",
             highlight=False,
             markup=False,
         )
-    refined = "" if seg.crf is None else " (refined by the dense CRF)"
+    note = _inference_note(seg)
+    skipped = (
+        f", skipped {len(summary.skipped)} with a mask already (--overwrite redoes them)"
+        if summary.skipped
+        else ""
+    )
     console.print(
-        f"wrote {len(summary.written)} mask(s) to {out}{refined}; {len(summary.failed)} failed"
+        f"wrote {len(summary.written)} mask(s) to {out} "
+        f"({summary.images_per_second:.2f} img/s){skipped}; {len(summary.failed)} failed"
+        + (f"\n{note}" if note else ""),
+        highlight=False,
+        markup=False,
     )
     if summary.failed:
         raise _Failed
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option(help="Checkpoint (.ckpt) to export.")],
+    out: Annotated[Path, typer.Option(help="Output file (.onnx).")],
+    format: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    opset: Annotated[int | None, typer.Option(help="ONNX opset [default: the exporter's].")] = None,
+    check: Annotated[
+        bool, typer.Option(help="Run ONNX Runtime on two input sizes and compare with PyTorch.")
+    ] = True,
+) -> None:
+    """Export a trained model (ONNX: dynamic batch, height and width; metadata embedded). The file
+    then works as --model for predict and evaluate."""
+    from .engine.export import export_checkpoint
+    from .errors import PixelwiseError
+
+    if format != "onnx":
+        raise PixelwiseError(f"--format {format!r}: only onnx is supported")
+    path = export_checkpoint(model, out, opset=opset)
+    console.print(f"exported {model} to {path}", highlight=False, markup=False)
+    if check:
+        from .engine.export import check_onnx
+
+        for size, diff in check_onnx(model, path):
+            console.print(
+                f"ONNX Runtime vs PyTorch at {size[1]}×{size[0]}: max |Δ logit| {diff:.2e}",
+                highlight=False,
+                markup=False,
+            )
 
 
 @data_app.command("validate")

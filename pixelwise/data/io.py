@@ -3,6 +3,8 @@
 Images: EXIF orientation is applied; grayscale, palette, RGBA/LA (alpha dropped), CMYK and 16-bit images
 are converted explicitly to 8-bit RGB (or 8-bit grayscale when one channel is asked for). 16-bit images
 are scaled by 255/65535. Truncated or unreadable files raise :class:`PixelwiseError` naming the file.
+TIFFs (including BigTIFF, planar, multi-band and float) go through :func:`pixelwise.data.rasters.read_raster`,
+so training and prediction convert them by the same rules.
 """
 
 from __future__ import annotations
@@ -73,6 +75,14 @@ def read_image(path: str | os.PathLike[str], channels: int = 3) -> np.ndarray:
     Raises:
         PixelwiseError: the file is missing, unreadable, truncated or too large.
     """
+    # imported here: rasters imports this module
+    from .rasters import CodecUnavailableError, is_raster_path, read_raster
+
+    if is_raster_path(path):
+        try:
+            return read_raster(path, channels).image
+        except CodecUnavailableError:
+            pass  # without imagecodecs, Pillow's libtiff still decodes JPEG and LZW TIFFs
     im = _open(path)
     if im.width == 0 or im.height == 0:
         raise PixelwiseError(f"{path}: image has zero size")

@@ -23,6 +23,7 @@ from ..data.spec import DatasetSpec
 from ..errors import PixelwiseError
 from ..metrics import ConfusionMatrix, SegmentationScores
 from .predictor import Segmenter
+from .tiling import slide_logits
 from .visualize import plot_confusion
 
 __all__ = ["EvalResult", "confusion_over", "evaluate", "report_dict", "write_report", "eval_loader"]
@@ -31,7 +32,8 @@ __all__ = ["EvalResult", "confusion_over", "evaluate", "report_dict", "write_rep
 @dataclass
 class EvalResult:
     """A split's confusion matrix and the scores derived from it; ``crf``: the dense CRF's
-    parameters when predictions were refined by it, else ``None``."""
+    parameters when predictions were refined by it, else ``None``; ``tta``: the test-time
+    augmentation, if any; ``tiling``: whole image or sliding windows."""
 
     confusion: ConfusionMatrix
     scores: SegmentationScores
@@ -41,6 +43,8 @@ class EvalResult:
     num_images: int
     seconds: float
     crf: dict | None = None
+    tta: dict | None = None
+    tiling: dict | None = None
 
 
 def eval_loader(
@@ -102,7 +106,8 @@ def evaluate(
     progress: bool = True,
 ) -> EvalResult:
     """Score ``segmenter`` on a labelled split (checked for bad data first). Its predictions are
-    what :meth:`Segmenter.decide` ships: refined by the dense CRF when ``segmenter.crf`` is set."""
+    what :meth:`Segmenter.decide` ships: with its test-time augmentation and tiling, refined by the
+    dense CRF when ``segmenter.crf`` is set."""
     if spec.num_classes != segmenter.meta.num_classes:
         raise PixelwiseError(
             f"model has {segmenter.meta.num_classes} classes but dataset {spec.source} has "
@@ -124,9 +129,26 @@ def evaluate(
     def crf_labels(logits: torch.Tensor, batch: dict) -> torch.Tensor:
         return segmenter.decide(logits, batch["raw"])[1]
 
+    def logits_fn(images: torch.Tensor) -> torch.Tensor:
+        # whole images (one batch), or sliding windows over each normalised image in turn
+        if not segmenter.tiling.use_slide(*images.shape[-2:]):
+            return segmenter.logits(images)
+        return torch.stack(
+            [
+                slide_logits(
+                    im.permute(1, 2, 0).numpy(),
+                    _chw,
+                    segmenter.logits,
+                    segmenter.meta.out_channels,
+                    segmenter.tiling,
+                )
+                for im in images
+            ]
+        )
+
     t0 = time.perf_counter()
     cm = confusion_over(
-        segmenter.logits,
+        logits_fn,
         loader,
         spec.num_classes,
         threshold=segmenter.meta.threshold,
@@ -142,7 +164,14 @@ def evaluate(
         num_images=len(loader.dataset),  # type: ignore[arg-type]
         seconds=time.perf_counter() - t0,
         crf=None if segmenter.crf is None else asdict(segmenter.crf.params),
+        tta=None if segmenter.tta is None else asdict(segmenter.tta),
+        tiling=asdict(segmenter.tiling),
     )
+
+
+def _chw(window: np.ndarray) -> torch.Tensor:
+    """A window of an already normalised H×W×C image as a C×H×W tensor."""
+    return torch.from_numpy(np.ascontiguousarray(window)).permute(2, 0, 1)
 
 
 def _num(x: float) -> float | None:
@@ -174,6 +203,8 @@ def report_dict(result: EvalResult) -> dict:
         ],
         "confusion_matrix": result.confusion.matrix.tolist(),
         "crf": result.crf,
+        "tta": result.tta,
+        "tiling": result.tiling,
         "seconds": round(result.seconds, 3),
     }
 

@@ -3,6 +3,11 @@
 Global (1×1) pooling branches carry no batch norm: a batch norm over N pooled vectors needs N > 1 in
 training and is degenerate at N = 1, so these branches use a biased convolution instead and work at
 batch size 1. Branches pooled to more than one cell keep the requested normalisation.
+
+Adaptive average pooling is :class:`AdaptiveAvgPool2d`, not ``torch.nn.AdaptiveAvgPool2d``: the same
+numbers (PyTorch's bins), written as two averaging matrices so that it exports to ONNX for any input
+size. PyTorch's own op (b > 1) exports tied to the sample's size: in torch 2.14, pooling to 3×3 exported
+at 12×12 gives a 3×4 grid at 13×17 and fails at 7×5.
 """
 
 from __future__ import annotations
@@ -15,7 +20,58 @@ from torch import nn
 from .conv import ConvNormAct
 from .resize import resize_to
 
-__all__ = ["ImagePooling", "PyramidPooling"]
+__all__ = ["AdaptiveAvgPool2d", "ImagePooling", "PyramidPooling", "adaptive_avg_pool2d"]
+
+
+def _averaging_matrix(length: int, bins: int, like: torch.Tensor) -> torch.Tensor:
+    """The ``bins × length`` matrix averaging each of PyTorch's adaptive-pooling bins along one axis.
+
+    Bin i covers ``[floor(i·L/b), ceil((i+1)·L/b))``, as in ``F.adaptive_avg_pool2d``; bins overlap
+    when ``L`` is not a multiple of ``b`` and repeat cells when ``L < b``. Built from ``arange``
+    comparisons, so ``length`` may be symbolic while exporting.
+    """
+    i = torch.arange(bins, device=like.device)
+    start = (i * length).div(bins, rounding_mode="floor")
+    end = ((i + 1) * length + bins - 1).div(bins, rounding_mode="floor")
+    pos = torch.arange(length, device=like.device)
+    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+
+def adaptive_avg_pool2d(x: torch.Tensor, output_size: int | tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d`` that exports to ONNX with dynamic height and width.
+
+    Global pooling (1×1) is a mean; other sizes are ``P_h @ x @ P_wᵀ`` with averaging matrices.
+
+    Shape:
+        x: (N, C, H, W) → (N, C, bh, bw) for ``output_size`` (bh, bw) or b = bh = bw.
+    """
+    bh, bw = (output_size, output_size) if isinstance(output_size, int) else output_size
+    if bh == 1 and bw == 1:
+        return x.mean(dim=(-2, -1), keepdim=True)
+    h, w = x.shape[-2:]
+    return _averaging_matrix(h, bh, x) @ x @ _averaging_matrix(w, bw, x).transpose(0, 1)
+
+
+class AdaptiveAvgPool2d(nn.Module):
+    """Drop-in ``nn.AdaptiveAvgPool2d`` (same bins, no parameters) that exports to ONNX for any size.
+
+    Args:
+        output_size: b for a b×b grid, or (bh, bw).
+
+    Shape:
+        x: (N, C, H, W) → (N, C, bh, bw).
+    """
+
+    def __init__(self, output_size: int | tuple[int, int]) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
 
 
 class ImagePooling(nn.Module):
@@ -27,7 +83,7 @@ class ImagePooling(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, *, act: str = "relu") -> None:
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = AdaptiveAvgPool2d(1)
         self.conv = ConvNormAct(in_channels, out_channels, 1, norm="none", act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +114,7 @@ class PyramidPooling(nn.Module):
         reduced = max(1, in_channels // len(bins))
         self.stages = nn.ModuleList(
             nn.Sequential(
-                nn.AdaptiveAvgPool2d(b),
+                AdaptiveAvgPool2d(b),
                 ConvNormAct(in_channels, reduced, 1, norm=norm if b > 1 else "none"),
             )
             for b in bins

@@ -18,7 +18,8 @@ class PSPDecoder(nn.Module):
     Args:
         encoder_channels: channels of the encoder features, shallowest first.
         bins: pyramid levels (the paper: 1, 2, 3, 6).
-        channels: width of the 3×3 fusion conv (the paper: 512).
+        channels: width of the fusion conv (the paper: 512).
+        fuse_kernel: kernel size of the fusion conv (the paper: 3; segmentation_models_pytorch: 1).
         norm: normalisation.
         dropout: dropout before the classifier (the paper: 0.1).
 
@@ -32,12 +33,13 @@ class PSPDecoder(nn.Module):
         *,
         bins: Sequence[int] = (1, 2, 3, 6),
         channels: int = 512,
+        fuse_kernel: int = 3,
         norm: str = "batchnorm",
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
         self.ppm = PyramidPooling(encoder_channels[-1], bins, norm=norm)
-        self.bottleneck = ConvNormAct(self.ppm.out_channels, channels, 3, norm=norm)
+        self.bottleneck = ConvNormAct(self.ppm.out_channels, channels, fuse_kernel, norm=norm)
         self.dropout = nn.Dropout2d(dropout)
         self.out_channels = channels
 

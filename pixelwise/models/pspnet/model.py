@@ -33,6 +33,7 @@ def pspnet(
     output_stride: int = 8,
     bins: tuple[int, ...] = (1, 2, 3, 6),
     decoder_channels: int = 512,
+    fuse_kernel: int = 3,
     aux_weight: float = 0.4,
     dropout: float = 0.1,
 ) -> SegmentationModel:
@@ -43,12 +44,16 @@ def pspnet(
         encoder_weights: ``None``, ``"imagenet"`` or a weights file.
         output_stride: 8 (the paper), 16 or 32.
         bins: pyramid pooling grid sizes.
-        decoder_channels: width of the 3×3 conv after pyramid pooling.
+        decoder_channels: width of the conv after pyramid pooling.
+        fuse_kernel: its kernel size: 3 (the paper) or 1 (segmentation_models_pytorch's PSPNet, about
+            100 GFLOPs fewer at 384×480 on a ResNet-50 at output stride 8).
         aux_weight: weight of the auxiliary loss; 0 builds no auxiliary head.
         dropout: dropout before both classifiers.
     """
     if not bins or any(int(b) < 1 for b in bins):
         raise PixelwiseError(f"bins must be positive grid sizes, got {list(bins)!r}")
+    if fuse_kernel not in (1, 3):
+        raise PixelwiseError(f"fuse_kernel must be 1 or 3, got {fuse_kernel!r}")
     if aux_weight < 0:
         raise PixelwiseError(f"aux_weight must be >= 0, got {aux_weight!r}")
     enc = build_encoder(
@@ -58,7 +63,11 @@ def pspnet(
         encoder_weights=encoder_weights,
     )
     decoder = PSPDecoder(
-        enc.channels, bins=tuple(int(b) for b in bins), channels=decoder_channels, dropout=dropout
+        enc.channels,
+        bins=tuple(int(b) for b in bins),
+        channels=decoder_channels,
+        fuse_kernel=fuse_kernel,
+        dropout=dropout,
     )
     head = nn.Conv2d(decoder.out_channels, num_classes, 1)
     aux = PSPAuxHead(enc.channels[-2], num_classes, dropout=dropout) if aux_weight > 0 else None

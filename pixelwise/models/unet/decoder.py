@@ -8,13 +8,16 @@ repeat when the encoder is dilated) and decoder widths of their own.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...encoders.unet import DoubleConv
 from ...errors import PixelwiseError
 from ...layers import ConvNormAct, resize_to
 
-__all__ = ["UpBlock", "UNetDecoder", "ResizeUpBlock", "EncoderUNetDecoder"]
+__all__ = ["UPSAMPLE_MODES", "UpBlock", "UNetDecoder", "ResizeUpBlock", "EncoderUNetDecoder"]
+
+UPSAMPLE_MODES = ("bilinear", "nearest")
 
 
 class UpBlock(nn.Module):
@@ -57,12 +60,24 @@ class UNetDecoder(nn.Module):
 
 
 class ResizeUpBlock(nn.Module):
-    """Bilinear upsampling to ``size`` (the skip's), concatenation of the skip, two 3×3 conv-norm-ReLU."""
+    """Upsampling to ``size`` (the skip's; bilinear or nearest), concatenation of the skip, two 3×3
+    conv-norm-ReLU."""
 
     def __init__(
-        self, in_channels: int, skip_channels: int, out_channels: int, *, norm: str = "batchnorm"
+        self,
+        in_channels: int,
+        skip_channels: int,
+        out_channels: int,
+        *,
+        norm: str = "batchnorm",
+        upsample: str = "bilinear",
     ) -> None:
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise PixelwiseError(
+                f"unknown upsample {upsample!r}; choose one of {', '.join(UPSAMPLE_MODES)}"
+            )
+        self.upsample = upsample
         self.conv = nn.Sequential(
             ConvNormAct(in_channels + skip_channels, out_channels, 3, norm=norm),
             ConvNormAct(out_channels, out_channels, 3, norm=norm),
@@ -71,7 +86,10 @@ class ResizeUpBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]
     ) -> torch.Tensor:
-        x = resize_to(x, size)
+        if self.upsample == "nearest":
+            x = F.interpolate(x, size=tuple(size), mode="nearest")
+        else:
+            x = resize_to(x, size)
         return self.conv(x if skip is None else torch.cat([x, skip], dim=1))
 
 
@@ -85,6 +103,7 @@ class EncoderUNetDecoder(nn.Module):
         encoder_reductions: their strides.
         decoder_channels: output width of each block, deepest first; one per block.
         norm: normalisation inside each block.
+        upsample: ``bilinear`` or ``nearest`` (segmentation_models_pytorch's default; cheaper on CPU).
 
     Shape:
         features → (N, decoder_channels[-1], r·h, r·w), h × w the size of ``features[0]`` and r its
@@ -98,6 +117,7 @@ class EncoderUNetDecoder(nn.Module):
         decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
         *,
         norm: str = "batchnorm",
+        upsample: str = "bilinear",
     ) -> None:
         super().__init__()
         skips = list(reversed(encoder_channels[:-1]))
@@ -110,7 +130,7 @@ class EncoderUNetDecoder(nn.Module):
             )
         blocks, prev = [], encoder_channels[-1]
         for skip, out in zip(skips + [0] * (needed - len(skips)), decoder_channels, strict=True):
-            blocks.append(ResizeUpBlock(prev, skip, out, norm=norm))
+            blocks.append(ResizeUpBlock(prev, skip, out, norm=norm, upsample=upsample))
             prev = out
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = prev

@@ -74,6 +74,7 @@ def unet_encoder(
     output_stride: int = 32,
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
     norm: str = "batchnorm",
+    upsample: str = "bilinear",
 ) -> SegmentationModel:
     """U-Net on a swappable encoder, with skips from every encoder stage.
 
@@ -86,6 +87,7 @@ def unet_encoder(
         output_stride: 32, or 16/8 for a dilated encoder (skips at equal strides are still fused).
         decoder_channels: width of each decoder block, deepest first (one per encoder stage).
         norm: normalisation in the decoder.
+        upsample: ``bilinear`` or ``nearest`` upsampling in the decoder blocks.
     """
     enc = build_encoder(
         encoder,
@@ -94,7 +96,11 @@ def unet_encoder(
         encoder_weights=encoder_weights,
     )
     decoder = EncoderUNetDecoder(
-        enc.channels, enc.reductions, tuple(int(c) for c in decoder_channels), norm=norm
+        enc.channels,
+        enc.reductions,
+        tuple(int(c) for c in decoder_channels),
+        norm=norm,
+        upsample=upsample,
     )
     head = nn.Conv2d(decoder.out_channels, num_classes, 1)
     return SegmentationModel(enc, decoder, head, num_classes=num_classes)

@@ -1,0 +1,231 @@
+"""ONNX export of any registered architecture, with its :class:`ModelMeta` inside the file.
+
+The file has one input ``image`` (N×C×H×W float32, normalised as ``meta.mean`` / ``meta.std`` say) and
+one output ``logits`` (N×K×H×W), with batch, height and width all dynamic. ``meta`` is stored as JSON
+under the key ``pixelwise.meta`` in the model's ``metadata_props``, so the file alone is enough to
+predict (:func:`pixelwise.engine.onnx_model.load_onnx`).
+
+Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export, the default since PyTorch 2.9) with
+``dynamic_shapes`` naming three dimensions ``batch``, ``height`` and ``width``. It traces the model
+with symbolic sizes, so the pad-to-stride, the resizes and the crop are computed in the graph from the
+input's size. The legacy TorchScript exporter (``dynamo=False``, ``dynamic_axes``) is deprecated and
+evaluates Python conditions on the sample's size: it froze "no padding needed" for a sample whose
+size is a multiple of the stride, and U-Net then failed at any other size. Two things make the models
+export correctly this way: :func:`pixelwise.layers.pad_to_multiple` / :func:`~pixelwise.layers.resize_to`
+skip their work only when it is provably a no-op (not merely at the sample's size), and adaptive
+pooling is :class:`pixelwise.layers.pooling.AdaptiveAvgPool2d` (averaging matrices; PyTorch's op,
+exported, is tied to the sample's size). The export is checked for dynamic axes and logit channels.
+The default opset is the exporter's (20 in PyTorch 2.14).
+
+``onnx`` and ``onnxscript`` (the exporter's dependencies) are imported only here, when exporting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._atomic import atomic_path
+from ..errors import PixelwiseError
+from .checkpoint import ModelMeta, build_model, load_checkpoint
+
+__all__ = [
+    "CHECK_SIZES",
+    "INPUT_NAME",
+    "META_KEY",
+    "OUTPUT_NAME",
+    "check_onnx",
+    "compare_onnx",
+    "export_checkpoint",
+    "export_onnx",
+]
+
+META_KEY = "pixelwise.meta"
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+# (H, W) sizes :func:`check_onnx` compares at: one a multiple of 32, one that is not
+CHECK_SIZES: tuple[tuple[int, int], ...] = ((128, 160), (101, 147))
+
+_INSTALL = "pip install 'pixelwise[onnx]'"
+
+
+def _require_exporter() -> None:
+    """Raise one clear line when the exporter's dependencies are missing."""
+    for module in ("onnx", "onnxscript"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise PixelwiseError(
+                f"ONNX export needs the {module} package, which is not installed: {_INSTALL}"
+            ) from None
+
+
+def _dims(value: Any) -> list[int | str]:
+    """The shape of an ONNX ``ValueInfoProto``: names for dynamic axes, sizes for fixed ones."""
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def _check_sample_size(sample_size: Sequence[int]) -> tuple[int, int]:
+    size = tuple(int(s) for s in sample_size)
+    if len(size) != 2 or min(size) < 2:
+        raise PixelwiseError(f"sample_size must be (height, width), both >= 2, got {sample_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def export_onnx(
+    model: nn.Module,
+    meta: ModelMeta,
+    path: str | os.PathLike[str],
+    *,
+    opset: int | None = None,
+    sample_size: Sequence[int] = (256, 320),
+) -> Path:
+    """Export ``model`` to an ONNX file (written atomically) with ``meta`` embedded.
+
+    Args:
+        model: a network mapping N×C×H×W images to N×K×H×W logits (eval mode is used while
+            exporting; the model's mode is restored after).
+        meta: its metadata; ``meta.in_channels`` and ``meta.out_channels`` must match the model.
+        path: the ``.onnx`` file to write.
+        opset: ONNX opset version; ``None``: the exporter's default.
+        sample_size: (H, W) of the sample input that is traced; the file works for any size.
+
+    Returns:
+        ``path``.
+
+    Shape:
+        image: (N, meta.in_channels, H, W) float32 → logits: (N, meta.out_channels, H, W) float32,
+        N, H and W dynamic.
+    """
+    _require_exporter()
+    import onnx
+
+    h, w = _check_sample_size(sample_size)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    sample = torch.randn(2, meta.in_channels, h, w, device=device)
+    # named dimensions become the axis names in the file
+    axes = {
+        0: torch.export.Dim("batch"),
+        2: torch.export.Dim("height"),
+        3: torch.export.Dim("width"),
+    }
+    was_training = model.training
+    model.eval()
+    try:
+        program = torch.onnx.export(
+            model,
+            (sample,),
+            None,
+            dynamo=True,
+            dynamic_shapes=(axes,),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+    except Exception as exc:  # noqa: BLE001 - torch.export raises many types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PixelwiseError(
+            f"{meta.arch}: ONNX export failed ({type(exc).__name__}: {first[:200]})"
+        ) from exc
+    finally:
+        model.train(was_training)
+    proto = program.model_proto
+    out_dims = _dims(proto.graph.output[0])
+    channels = out_dims[1] if len(out_dims) == 4 else 0
+    if channels != meta.out_channels:
+        raise PixelwiseError(
+            f"{meta.arch}: the model gives {channels} logit channels but its metadata says "
+            f"{meta.out_channels}"
+        )
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        if [_dims(value)[i] for i in (0, 2, 3)] != ["batch", "height", "width"]:
+            raise PixelwiseError(
+                f"{meta.arch}: the export fixed the shape of {value.name!r} to {_dims(value)}; "
+                f"expected dynamic batch, height and width"
+            )
+    props = [p for p in proto.metadata_props if p.key != META_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(props)
+    proto.metadata_props.add(key=META_KEY, value=json.dumps(meta.to_dict()))
+    proto.doc_string = f"pixelwise {meta.arch}: {meta.num_classes} classes ({meta.output})"
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto, str(tmp))
+    return Path(path)
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    opset: int | None = None,
+    sample_size: Sequence[int] = (256, 320),
+) -> Path:
+    """Export a pixelwise checkpoint (``.ckpt``) to ONNX: :func:`export_onnx` on its model and meta."""
+    ckpt = load_checkpoint(checkpoint)
+    meta = ModelMeta.from_dict(ckpt.get("meta", {}), where=str(checkpoint))
+    model = build_model(meta, ckpt["model"])
+    return export_onnx(model, meta, path, opset=opset, sample_size=sample_size)
+
+
+@torch.no_grad()
+def compare_onnx(
+    model: nn.Module,
+    onnx_model: nn.Module,
+    *,
+    in_channels: int,
+    sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
+    batch: int = 1,
+    seed: int = 0,
+) -> list[tuple[tuple[int, int], float]]:
+    """Largest absolute logit difference between ``model`` (PyTorch, eval) and ``onnx_model`` on
+    random normal inputs, one per size.
+
+    Returns:
+        ``[((H, W), max |Δ logit|), ...]`` in the order of ``sizes``.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    try:
+        for h, w in sizes:
+            x = torch.randn(batch, in_channels, h, w, generator=gen)
+            ref = model(x.to(device)).float().cpu()
+            got = onnx_model(x).float().cpu()
+            if got.shape != ref.shape:
+                raise PixelwiseError(
+                    f"ONNX logits have shape {tuple(got.shape)}, PyTorch's {tuple(ref.shape)}"
+                )
+            out.append(((h, w), float((got - ref).abs().max())))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def check_onnx(
+    checkpoint: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
+) -> list[tuple[tuple[int, int], float]]:
+    """Compare an exported file with the checkpoint it came from (ONNX Runtime on the CPU).
+
+    Returns:
+        ``[((H, W), max |Δ logit|), ...]``, one per size of ``sizes``.
+    """
+    from .onnx_model import load_onnx
+
+    ckpt = load_checkpoint(checkpoint)
+    meta = ModelMeta.from_dict(ckpt.get("meta", {}), where=str(checkpoint))
+    model = build_model(meta, ckpt["model"])
+    onnx_model, _ = load_onnx(path, device="cpu")
+    return compare_onnx(model, onnx_model, in_channels=meta.in_channels, sizes=sizes)
