@@ -12,6 +12,9 @@ Public API::
     labels = seg.predict(image)                          # H×W class indices
     result = pw.evaluate(seg, pw.load_dataset_spec("configs/data/camvid.yaml"), "test")
     seg = pw.load("runs/deeplab/best.ckpt", crf=True)   # refine with the dense CRF (pixelwise.crf)
+    seg = pw.load("camvid")                              # a model bundled with the package
+    pw.list_bundled()                                    # their names
+    pw.write_bundle("runs/camvid_unet/best.ckpt", "bundles", "mymodel")  # safetensors + json
 """
 
 __version__ = "0.1.0"
@@ -30,11 +33,14 @@ from .engine import (  # noqa: E402
     evaluate,
     load,
     predict_files,
+    read_bundle,
     report_dict,
     train,
+    write_bundle,
     write_report,
 )
 from .metrics import ConfusionMatrix  # noqa: E402
+from .pretrained import list_bundled  # noqa: E402
 from .registry import create_model, list_models, register_model  # noqa: E402
 
 __all__ = [
@@ -47,14 +53,17 @@ __all__ = [
     "create_encoder",
     "create_model",
     "evaluate",
+    "list_bundled",
     "list_encoders",
     "list_models",
     "load",
     "load_config",
     "load_dataset_spec",
     "predict_files",
+    "read_bundle",
     "register_model",
     "report_dict",
     "train",
+    "write_bundle",
     "write_report",
 ]

@@ -6,6 +6,7 @@ shows the traceback instead.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from .pretrained import DEFAULT_MODEL
 
 __all__ = ["app", "main"]
 
@@ -31,6 +34,14 @@ err_console = Console(stderr=True)
 
 
 _DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")]
+# --model of every inference command: a file, or a bundled model's name (pixelwise.pretrained)
+_ModelOption = Annotated[
+    str,
+    typer.Option(
+        help="Checkpoint (.ckpt), exported model (.onnx), bundle (.json) or the name of a bundled "
+        f"model; omitted: the bundled {DEFAULT_MODEL!r} model. An existing file wins over a name."
+    ),
+]
 
 
 class _Failed(Exception):
@@ -77,7 +88,7 @@ _MaxWholeOption = Annotated[
 
 
 def _segmenter(
-    model: Path,
+    model: str | Path,
     *,
     device: str,
     crf: bool | None,
@@ -162,8 +173,8 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Option(help="Checkpoint (.ckpt) or exported model (.onnx).")],
     data: Annotated[Path, typer.Option(help="Dataset YAML or folder.")],
+    model: _ModelOption = DEFAULT_MODEL,
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
     out: Annotated[
         Path | None, typer.Option(help="JSON report path (+ _confusion.png beside).")
@@ -235,8 +246,8 @@ def evaluate(
 @app.command()
 def predict(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
-    model: Annotated[Path, typer.Option(help="Checkpoint (.ckpt) or exported model (.onnx).")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
+    model: _ModelOption = DEFAULT_MODEL,
     probs: Annotated[
         bool, typer.Option(help="Also write per-class probabilities (.npy, C×H×W).")
     ] = False,
@@ -335,6 +346,174 @@ def export(
                 highlight=False,
                 markup=False,
             )
+
+
+@app.command()
+def bundle(
+    model: Annotated[Path, typer.Option(help="Checkpoint (.ckpt) to bundle (or a bundle).")],
+    name: Annotated[str, typer.Option(help="Bundle name: letters, digits, '_' and '-'.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output folder [default: $PIXELWISE_PRETRAINED_DIR, else the package's "
+            "pixelwise/pretrained/, where bundled models ship]."
+        ),
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="Weights as float16 (half the size) or float32.")] = (
+        "float16"
+    ),
+    input_size: Annotated[
+        tuple[int, int], typer.Option(help="H W the model was trained and evaluated at.")
+    ] = (360, 480),
+    extra: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Free information key=value (value read as JSON when it parses), e.g. "
+            "test_miou=0.4314 licence=Apache-2.0; repeatable."
+        ),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option(help="Compare the bundle's logits with the checkpoint's.")
+    ] = True,
+) -> None:
+    """Write a model bundle: NAME.safetensors (weights) + NAME.json (classes, normalisation, input
+    size, provenance). A bundle in pixelwise/pretrained/ is loaded by name: --model NAME."""
+    from .engine.bundle import compare_models, read_bundle, source_model, write_bundle
+    from .errors import PixelwiseError
+    from .pretrained import pretrained_dir
+
+    info: dict = {}
+    for item in extra or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PixelwiseError(f"--extra {item!r}: expected key=value")
+        try:
+            info[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            info[key.strip()] = value
+    reference, meta = source_model(model)
+    path = write_bundle(
+        (reference, meta),
+        out or pretrained_dir(),
+        name,
+        dtype=dtype,
+        input_size=input_size,
+        extra=info,
+    )
+    written, _, desc = read_bundle(path)
+    weights = Path(desc["weights_path"])
+    console.print(
+        f"bundled {model} as {name!r}: {path} + {weights.name} "
+        f"({weights.stat().st_size / 2**20:.1f} MiB, {dtype}, {desc['parameters']:,} parameters, "
+        f"{meta.arch}, {meta.num_classes} classes, trained at {input_size[0]}×{input_size[1]})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    if check:
+        diff, agree = compare_models(reference, written, meta, input_size)
+        console.print(
+            f"bundle vs source on a random {input_size[0]}×{input_size[1]} input: "
+            f"max |Δ logit| {diff:.2e}, labels agree on {100 * agree:.3f}% of pixels",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def demo(
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(help="More images to segment (files, folders or glob patterns)."),
+    ] = None,
+    model: _ModelOption = DEFAULT_MODEL,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("pixelwise-demo"),
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also score this labelled dataset (YAML or folder) [default: the model's dataset "
+            "when ../shared/data/<dataset> and configs/data/<dataset>.yaml are found]."
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to score [default: test, else val, else all].")
+    ] = None,
+    eval_: Annotated[
+        bool, typer.Option("--eval/--no-eval", help="Score a labelled dataset when one is found.")
+    ] = True,
+    samples: Annotated[
+        bool,
+        typer.Option(help="Segment the sample photos shipped by installed packages too."),
+    ] = True,
+    workers: Annotated[int, typer.Option(help="Data-loading processes for the scoring.")] = 2,
+    device: _DeviceOption = "auto",
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Try a model with nothing but the install: segment sample photos (and IMAGES), write masks,
+    overlays and contact_sheet.png, print each image's class areas; score a labelled dataset when
+    one is given or found."""
+    from .engine.demo import (
+        evaluate_demo,
+        format_area,
+        load_demo_model,
+        plan_evaluation,
+        segment_demo,
+    )
+
+    seg, info = load_demo_model(model, device=device)
+    meta = seg.meta
+    size = tuple(info["input_size"]) if info else None
+    what = f"{info['dtype']} bundle, trained at {size[0]}×{size[1]}" if info and size else "model"
+    console.print(
+        f"model {model}: {meta.arch}, {meta.num_classes} classes"
+        + (f" ({meta.dataset})" if meta.dataset else "")
+        + f", {what}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    plan = plan_evaluation(seg, data=data, split=split, enabled=eval_)
+    result = segment_demo(seg, images or [], out, samples=samples, max_size=size)
+    for item in result.images:
+        areas = ", ".join(f"{n} {format_area(f)}" for n, f in item.areas)
+        console.print(
+            f"{item.source.name} ({item.size[1]}×{item.size[0]}): {areas}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    for path, reason in result.failed:
+        err_console.print(
+            f"skipped: {reason if path in reason else f'{path}: {reason}'}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    sheet = f", {result.sheet.name}" if result.sheet else ""
+    console.print(
+        f"wrote {len(result.images)} mask(s) and overlay(s){sheet} and summary.json to {out}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    if plan.spec is None:
+        console.print(plan.note, highlight=False, markup=False)
+    else:
+        console.print(f"scoring {plan.note}", highlight=False, markup=False)
+        ev = evaluate_demo(seg, plan, out, num_workers=workers, progress=not quiet)
+        if ev is not None:
+            s = ev.scores
+            console.print(
+                f"{ev.dataset} / {ev.split} ({ev.num_images} images): mIoU {_pct(s.miou)}%  "
+                f"pixel acc {_pct(s.pixel_accuracy)}%  mean acc {_pct(s.mean_accuracy)}%  "
+                f"(report: {out / 'evaluation.json'})",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+    if result.failed:
+        raise _Failed
 
 
 @data_app.command("validate")
@@ -465,6 +644,11 @@ def models_cmd(
             imagenet_status(name),
         )
     console.print(table)
+
+
+from .serve.cli import serve_command  # noqa: E402
+
+app.command("serve")(serve_command)
 
 
 def _version(value: bool) -> None:

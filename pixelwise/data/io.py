@@ -20,7 +20,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .._atomic import atomic_path
 from ..errors import PixelwiseError
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image", "read_mask", "image_size", "write_png", "to_uint8"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "image_array",
+    "read_image",
+    "read_mask",
+    "image_size",
+    "write_png",
+    "to_uint8",
+]
 
 IMAGE_EXTENSIONS = (
     ".png",
@@ -83,9 +91,19 @@ def read_image(path: str | os.PathLike[str], channels: int = 3) -> np.ndarray:
             return read_raster(path, channels).image
         except CodecUnavailableError:
             pass  # without imagecodecs, Pillow's libtiff still decodes JPEG and LZW TIFFs
-    im = _open(path)
+    return image_array(_open(path), channels, where=str(path))
+
+
+def image_array(im: Image.Image, channels: int = 3, *, where: str = "image") -> np.ndarray:
+    """A decoded Pillow image as uint8 H×W×channels by :func:`read_image`'s conversions (16-bit and
+    float scaled, palette/RGBA/CMYK to RGB or grayscale); ``where`` names it in errors. The caller
+    applies the EXIF orientation (``ImageOps.exif_transpose``) first, as :func:`read_image` does.
+
+    Raises:
+        PixelwiseError: the image has zero width or height.
+    """
     if im.width == 0 or im.height == 0:
-        raise PixelwiseError(f"{path}: image has zero size")
+        raise PixelwiseError(f"{where}: image has zero size")
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         gray = to_uint8(np.asarray(im))
         arr = gray[..., None] if channels == 1 else np.repeat(gray[..., None], 3, axis=2)

@@ -1,5 +1,6 @@
 """Training, evaluation and prediction: the paths between files and models."""
 
+from .bundle import bundle_info, read_bundle, write_bundle
 from .checkpoint import ModelMeta, build_model, load_checkpoint, save_checkpoint
 from .evaluate import EvalResult, evaluate, report_dict, write_report
 from .predict import PredictSummary, predict_files
@@ -13,12 +14,15 @@ __all__ = [
     "Segmenter",
     "TrainResult",
     "build_model",
+    "bundle_info",
     "evaluate",
     "load",
     "load_checkpoint",
     "predict_files",
+    "read_bundle",
     "report_dict",
     "save_checkpoint",
     "train",
+    "write_bundle",
     "write_report",
 ]

@@ -5,25 +5,30 @@ one output ``logits`` (N×K×H×W), with batch, height and width all dynamic. ``
 under the key ``pixelwise.meta`` in the model's ``metadata_props``, so the file alone is enough to
 predict (:func:`pixelwise.engine.onnx_model.load_onnx`).
 
-Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export, the default since PyTorch 2.9) with
-``dynamic_shapes`` naming three dimensions ``batch``, ``height`` and ``width``. It traces the model
-with symbolic sizes, so the pad-to-stride, the resizes and the crop are computed in the graph from the
-input's size. The legacy TorchScript exporter (``dynamo=False``, ``dynamic_axes``) is deprecated and
-evaluates Python conditions on the sample's size: it froze "no padding needed" for a sample whose
-size is a multiple of the stride, and U-Net then failed at any other size. Two things make the models
-export correctly this way: :func:`pixelwise.layers.pad_to_multiple` / :func:`~pixelwise.layers.resize_to`
-skip their work only when it is provably a no-op (not merely at the sample's size), and adaptive
-pooling is :class:`pixelwise.layers.pooling.AdaptiveAvgPool2d` (averaging matrices; PyTorch's op,
-exported, is tied to the sample's size). The export is checked for dynamic axes and logit channels.
-The default opset is the exporter's (20 in PyTorch 2.14).
+Exporter: PyTorch's TorchScript exporter (``torch.onnx.export(dynamo=False)``) with ``dynamic_axes``
+on batch, height and width, opset 17 by default. Every pixelwise model pads its input to a multiple of
+its stride (``model.input_multiple``: 32, or 8/16 when dilated) and crops the logits back; the graph
+holds the model *after* that padding, so it takes heights and widths that are multiples of
+``input_multiple`` — any such size, the dimensions stay symbolic — and the multiple is stored in the
+metadata (``pixelwise.input_multiple``). :class:`pixelwise.engine.onnx_model.OnnxModule` pads and crops
+around the session exactly as the PyTorch model does, so a ``.onnx`` used through pixelwise takes any
+size; another runtime must pad to the multiple itself. Why not the ``dynamo=True`` exporter: with
+symbolic sizes, timm's TensorFlow-"same" padding (EfficientNet-Lite) makes torch.export's shape
+reasoning explode — an FCN-8s on EfficientNet-Lite0 had not finished exporting after 10 minutes, where
+this path takes about a second — and exporting on stride multiples keeps every traced branch (no
+padding, same-size resizes) true for every size the graph accepts. Adaptive pooling is
+:class:`pixelwise.layers.pooling.AdaptiveAvgPool2d` (averaging matrices built from the feature size), so
+pyramid and image pooling follow the input size in the graph.
 
 ``onnx`` and ``onnxscript`` (the exporter's dependencies) are imported only here, when exporting.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,7 @@ __all__ = [
     "CHECK_SIZES",
     "INPUT_NAME",
     "META_KEY",
+    "MULTIPLE_KEY",
     "OUTPUT_NAME",
     "check_onnx",
     "compare_onnx",
@@ -47,12 +53,25 @@ __all__ = [
 ]
 
 META_KEY = "pixelwise.meta"
+MULTIPLE_KEY = "pixelwise.input_multiple"
+DEFAULT_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 # (H, W) sizes :func:`check_onnx` compares at: one a multiple of 32, one that is not
 CHECK_SIZES: tuple[tuple[int, int], ...] = ((128, 160), (101, 147))
 
 _INSTALL = "pip install 'pixelwise[onnx]'"
+
+
+class _Logits(nn.Module):
+    """The model with a plain one-argument forward (the tracer passes positional arguments only)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
 
 
 def _require_exporter() -> None:
@@ -94,7 +113,8 @@ def export_onnx(
         meta: its metadata; ``meta.in_channels`` and ``meta.out_channels`` must match the model.
         path: the ``.onnx`` file to write.
         opset: ONNX opset version; ``None``: the exporter's default.
-        sample_size: (H, W) of the sample input that is traced; the file works for any size.
+        sample_size: (H, W) of the sample input that is traced, rounded up to the model's
+            ``input_multiple``; the graph takes any multiple of it (pixelwise pads other sizes).
 
     Returns:
         ``path``.
@@ -106,40 +126,41 @@ def export_onnx(
     _require_exporter()
     import onnx
 
-    h, w = _check_sample_size(sample_size)
+    multiple = int(getattr(model, "input_multiple", 1))
+    h, w = (-(-int(v) // multiple) * multiple for v in _check_sample_size(sample_size))
     device = next(iter(model.parameters()), torch.empty(0)).device
     sample = torch.randn(2, meta.in_channels, h, w, device=device)
-    # named dimensions become the axis names in the file
-    axes = {
-        0: torch.export.Dim("batch"),
-        2: torch.export.Dim("height"),
-        3: torch.export.Dim("width"),
-    }
+    axes = {0: "batch", 2: "height", 3: "width"}
     was_training = model.training
     model.eval()
+    buf = io.BytesIO()
     try:
-        program = torch.onnx.export(
-            model,
-            (sample,),
-            None,
-            dynamo=True,
-            dynamic_shapes=(axes,),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            opset_version=opset,
-            external_data=False,
-            verbose=False,
-        )
-    except Exception as exc:  # noqa: BLE001 - torch.export raises many types
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shapes read as Python ints
+            torch.onnx.export(
+                _Logits(model),
+                (sample,),
+                buf,
+                dynamo=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                opset_version=opset or DEFAULT_OPSET,
+            )
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise PixelwiseError(
             f"{meta.arch}: ONNX export failed ({type(exc).__name__}: {first[:200]})"
         ) from exc
     finally:
         model.train(was_training)
-    proto = program.model_proto
+    proto = onnx.load_model_from_string(buf.getvalue())
+
     out_dims = _dims(proto.graph.output[0])
     channels = out_dims[1] if len(out_dims) == 4 else 0
+    if isinstance(channels, str):  # the tracer left it symbolic: it is the model's class count
+        proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = meta.out_channels
+        channels = meta.out_channels
     if channels != meta.out_channels:
         raise PixelwiseError(
             f"{meta.arch}: the model gives {channels} logit channels but its metadata says "
@@ -151,10 +172,11 @@ def export_onnx(
                 f"{meta.arch}: the export fixed the shape of {value.name!r} to {_dims(value)}; "
                 f"expected dynamic batch, height and width"
             )
-    props = [p for p in proto.metadata_props if p.key != META_KEY]
+    props = [p for p in proto.metadata_props if p.key not in (META_KEY, MULTIPLE_KEY)]
     del proto.metadata_props[:]
     proto.metadata_props.extend(props)
     proto.metadata_props.add(key=META_KEY, value=json.dumps(meta.to_dict()))
+    proto.metadata_props.add(key=MULTIPLE_KEY, value=str(multiple))
     proto.doc_string = f"pixelwise {meta.arch}: {meta.num_classes} classes ({meta.output})"
     with atomic_path(path) as tmp:
         onnx.save_model(proto, str(tmp))

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from ..errors import PixelwiseError
+from ..layers import pad_to_multiple
 from .checkpoint import ModelMeta
-from .export import META_KEY
+from .export import META_KEY, MULTIPLE_KEY
 
 __all__ = ["OnnxModule", "load_onnx"]
 
@@ -60,18 +61,24 @@ def _providers(ort: Any, device: str, where: str) -> list[str | tuple[str, dict[
 class OnnxModule(nn.Module):
     """An ONNX Runtime session behind the interface of a PyTorch segmentation model.
 
+    Inputs are zero-padded (bottom/right) to a multiple of ``multiple`` before the session and the
+    logits cropped back, as the PyTorch model does inside its forward; the exported graph holds the
+    model after that padding (:mod:`pixelwise.engine.export`).
+
     Args:
         session: an ``onnxruntime.InferenceSession`` with one image input and one logits output.
         name: what to call the model in messages (its file).
+        multiple: the graph's height and width must be multiples of this.
 
     Shape:
         x: (N, C, H, W) → (N, K, H, W) float32 on ``x``'s device.
     """
 
-    def __init__(self, session: Any, *, name: str = "ONNX model") -> None:
+    def __init__(self, session: Any, *, name: str = "ONNX model", multiple: int = 1) -> None:
         super().__init__()
         self.session = session
         self.name = name
+        self.multiple = max(1, int(multiple))
         inp, out = session.get_inputs()[0], session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name
         channels = inp.shape[1] if len(inp.shape) == 4 else None
@@ -83,9 +90,12 @@ class OnnxModule(nn.Module):
             raise PixelwiseError(
                 f"{self.name}: expects N×{self.in_channels or 'C'}×H×W images, got {tuple(x.shape)}"
             )
-        array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        h, w = x.shape[-2:]
+        padded, _ = pad_to_multiple(x.detach().to("cpu", torch.float32), self.multiple)
+        array = np.ascontiguousarray(padded.numpy())
         (logits,) = self.session.run([self.output_name], {self.input_name: array})
-        return torch.from_numpy(logits).to(device=x.device, dtype=torch.float32)
+        out = torch.from_numpy(logits)[..., :h, :w]
+        return out.to(device=x.device, dtype=torch.float32).contiguous()
 
     def to(self, *args: Any, **kwargs: Any) -> OnnxModule:
         """Nothing to move: the session keeps its providers; outputs follow the input's device."""
@@ -143,7 +153,12 @@ def load_onnx(
     if not isinstance(fields, dict):
         raise PixelwiseError(f"{where}: malformed pixelwise metadata (not a JSON object)")
     meta = ModelMeta.from_dict(fields, where=where)
-    model = OnnxModule(session, name=where)
+    custom = session.get_modelmeta().custom_metadata_map
+    try:
+        multiple = int(custom.get(MULTIPLE_KEY, "1"))
+    except ValueError:
+        raise PixelwiseError(f"{where}: malformed {MULTIPLE_KEY!r} in its metadata") from None
+    model = OnnxModule(session, name=where, multiple=multiple)
     if model.in_channels is not None and model.in_channels != meta.in_channels:
         raise PixelwiseError(
             f"{where}: the model takes {model.in_channels} channels but its metadata says "

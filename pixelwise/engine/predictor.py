@@ -21,6 +21,7 @@ from torch import nn
 from .. import outputs
 from ..data.transforms import build_eval_transform, to_tensor
 from ..errors import PixelwiseError
+from .bundle import is_bundle_path, read_bundle, resolve_model
 from .checkpoint import ModelMeta, build_model, load_checkpoint
 from .runtime import autocast, resolve_amp, resolve_device
 from .tiling import TileConfig, slide_labels, slide_logits
@@ -115,19 +116,25 @@ class Segmenter:
         tta: TTAConfig | None = None,
         tiling: TileConfig | None = None,
     ) -> Segmenter:
-        """Load a checkpoint (``.ckpt``) or an exported ONNX model (``.onnx``, run by ONNX Runtime).
+        """Load a checkpoint (``.ckpt``), an exported ONNX model (``.onnx``, run by ONNX Runtime),
+        a model bundle (``NAME.json`` / ``NAME.safetensors``), or a bundled model by name
+        (``"camvid"``; see :mod:`pixelwise.pretrained`). An existing file wins over a bundled name.
 
         Args:
+            path: the model file, or a bundled model's name.
             crf: refine predictions with the dense CRF; ``None``: the architecture's default (on for
                 :data:`CRF_BY_DEFAULT`, i.e. DeepLab v1).
             crf_params: its parameters; ``None``: DeepLab v1's (:class:`pixelwise.crf.CRFParams`).
             tta: test-time augmentation, or ``None``.
             tiling: whole image or sliding windows; ``None``: :class:`TileConfig`'s defaults.
         """
-        if str(path).lower().endswith(".onnx"):
+        path = resolve_model(path)
+        if path.suffix.lower() == ".onnx":
             from .onnx_model import load_onnx
 
             model, meta = load_onnx(path, device=device)
+        elif is_bundle_path(path):
+            model, meta, _ = read_bundle(path)
         else:
             ckpt = load_checkpoint(path)
             meta = ModelMeta.from_dict(ckpt.get("meta", {}), where=str(path))
@@ -301,10 +308,12 @@ def load(
     tta: TTAConfig | bool | None = None,
     tiling: TileConfig | None = None,
 ) -> Segmenter:
-    """Load a trained model for prediction: ``pixelwise.load("runs/camvid/best.ckpt")`` (or an
-    exported ``model.onnx``).
+    """Load a trained model for prediction: ``pixelwise.load("runs/camvid/best.ckpt")``, an
+    exported ``model.onnx``, a bundle's ``NAME.json``, or a bundled model by name:
+    ``pixelwise.load("camvid")`` (an existing file of that name wins).
 
     Args:
+        path: the model file, or a bundled model's name (:func:`pixelwise.pretrained.list_bundled`).
         crf: refine with the dense CRF (``None``: the architecture's default, on for DeepLab v1).
         tta: test-time augmentation: ``True`` for horizontal flips and scales 0.75, 1, 1.25, or a
             :class:`TTAConfig`.

@@ -67,11 +67,16 @@ class SegmentationModel(nn.Module):
     @overload
     def forward(self, x: torch.Tensor, *, return_aux: Literal[True]) -> dict[str, torch.Tensor]: ...
 
+    @property
+    def input_multiple(self) -> int:
+        """Inputs are zero-padded (bottom/right) to a multiple of this inside :meth:`forward`."""
+        return max(self.encoder.reductions)
+
     def forward(
         self, x: torch.Tensor, *, return_aux: bool = False
     ) -> torch.Tensor | dict[str, torch.Tensor]:
         size = x.shape[-2:]
-        x, _ = pad_to_multiple(x, max(self.encoder.reductions))
+        x, _ = pad_to_multiple(x, self.input_multiple)
         padded = x.shape[-2:]
         features = self.encoder(x)
         logits = _to_input(self.head(self.decoder(features)), padded, size)

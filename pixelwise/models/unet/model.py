@@ -37,9 +37,14 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(self.decoder.out_channels, num_classes, kernel_size=1)
         self.num_classes = num_classes
 
+    @property
+    def input_multiple(self) -> int:
+        """Inputs are zero-padded (bottom/right) to a multiple of this inside :meth:`forward`."""
+        return self.encoder.output_stride
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        x, _ = pad_to_multiple(x, self.encoder.output_stride)
+        x, _ = pad_to_multiple(x, self.input_multiple)
         logits = self.head(self.decoder(self.encoder(x)))
         # crop the padding, then (for encoders whose first feature is strided) resize to the input
         r0 = self.encoder.reductions[0]

@@ -1,0 +1,215 @@
+"""The inference engine measured: ONNX export parity and speed for every architecture, and the peak
+memory of sliding-window prediction on a huge image.
+
+    python bench/inference_bench.py                        # both parts, markdown on stdout
+    python bench/inference_bench.py --parts onnx --archs fcn8s unet
+    python bench/inference_bench.py --parts memory --memory-size 8192 --classes 12
+
+*onnx* — every registered architecture as its CamVid recipe builds it (``configs/camvid_<arch>.yaml``:
+EfficientNet-Lite0 encoder where the architecture takes one, random initialisation, 11 classes; the
+FCN score layers are randomised too, since they start at zero), exported by ``pixelwise export``'s
+function (dynamic batch, height, width) at 256×320, then run by ONNX Runtime (CPU) and PyTorch (eval,
+float32) on two sizes: 360×480 (CamVid) and 97×131 (odd). The table gives the largest absolute logit
+difference, the largest logit (for scale), and the median time of ``--repeats`` batch-1 forwards at
+360×480 for each runtime after one warm-up (PyTorch in channels_last, as the Segmenter runs it).
+
+*memory* — in a fresh process (one thread), the labels of an ``--memory-size``² RGB image with
+``--classes`` classes through :func:`pixelwise.engine.tiling.slide_labels` (a per-pixel 1×1 conv
+model, 512-pixel windows, overlap 0.25, Gaussian blending): peak resident memory
+(``ru_maxrss``) before and after, and the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_CLASSES = 11
+
+_MEMORY_CHILD = r"""
+import resource, sys, time
+import numpy as np, torch
+from torch import nn
+torch.set_num_threads(1)
+from pixelwise.engine.tiling import TileConfig, slide_labels
+size, classes = int(sys.argv[1]), int(sys.argv[2])
+image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+model = nn.Conv2d(3, classes, 1).eval()
+def pre(w):
+    return torch.from_numpy(np.ascontiguousarray(w)).permute(2, 0, 1).float() / 255.0
+@torch.no_grad()
+def logits(x):
+    return model(x)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+labels = slide_labels(image, pre, logits, classes, TileConfig(mode="slide", window=512),
+                      lambda b: b.argmax(0))
+seconds = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before / 1024, peak / 1024, seconds, labels.shape[0], labels.shape[1])
+"""
+
+
+def _memory(size: int, classes: int) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD, str(size), str(classes)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+    ).stdout.split()
+    before, peak, seconds, h, w = float(out[0]), float(out[1]), float(out[2]), out[3], out[4]
+    full = classes * size * size * 4 / 2**20
+    return [
+        "## Sliding-window memory",
+        "",
+        f"{w}×{h} RGB image (uint8, {size * size * 3 / 2**20:.0f} MiB), {classes} classes, "
+        "512-pixel windows, overlap 0.25, Gaussian blending, one thread:",
+        "",
+        "| peak RSS before prediction (MiB) | peak RSS after (MiB) | added (MiB) | whole-image float32 "
+        "logits would be (MiB) | seconds |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        f"| {before:.0f} | {peak:.0f} | {peak - before:.0f} | {full:.0f} | {seconds:.1f} |",
+        "",
+        "The memory before prediction is the interpreter, PyTorch, pixelwise and the image itself.",
+        "",
+    ]
+
+
+def _recipe_model(arch: str) -> tuple[torch.nn.Module, dict]:
+    import pixelwise as pw
+
+    cfg = pw.load_config(ROOT / "configs" / f"camvid_{arch}.yaml")
+    params = {k: v for k, v in cfg.model.params.items() if k != "encoder_weights"}
+    torch.manual_seed(0)
+    model = pw.create_model(cfg.model.name, num_classes=NUM_CLASSES, **params).eval()
+    return model, params
+
+
+def _randomise_zero_layers(model: torch.nn.Module) -> None:
+    """FCN's score layers start at zero (as the paper's); give every all-zero weight random values
+    so the comparison is not between two zero tensors."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+
+
+def _median_ms(fn, repeats: int) -> float:  # noqa: ANN001
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def _onnx(archs: list[str], repeats: int) -> list[str]:
+    from pixelwise.engine.checkpoint import ModelMeta
+    from pixelwise.engine.export import compare_onnx, export_onnx
+    from pixelwise.engine.onnx_model import load_onnx
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in archs:
+            model, params = _recipe_model(arch)
+            _randomise_zero_layers(model)
+            meta = ModelMeta(
+                arch=_arch_name(arch),
+                num_classes=NUM_CLASSES,
+                in_channels=3,
+                class_names=[f"c{i}" for i in range(NUM_CLASSES)],
+                colors=[[i, i, i] for i in range(NUM_CLASSES)],
+                mean=[0.5] * 3,
+                std=[0.5] * 3,
+                model_kwargs=params,
+            )
+            path = Path(tmp) / f"{arch}.onnx"
+            t = time.perf_counter()
+            export_onnx(model, meta, path, sample_size=(256, 320))
+            export_s = time.perf_counter() - t
+            onnx_model, _ = load_onnx(path, device="cpu")
+            diffs = compare_onnx(model, onnx_model, in_channels=3, sizes=((360, 480), (97, 131)))
+            x = torch.randn(1, 3, 360, 480)
+            with torch.no_grad():
+                scale = float(model(x).abs().max())
+                cl = model.to(memory_format=torch.channels_last)
+                xc = x.contiguous(memory_format=torch.channels_last)
+                torch_ms = _median_ms(lambda: cl(xc), repeats)  # noqa: B023
+                ort_ms = _median_ms(lambda: onnx_model(x), repeats)  # noqa: B023
+            rows.append(
+                f"| {arch} | {diffs[0][1]:.1e} | {diffs[1][1]:.1e} | {scale:.2f} | "
+                f"{path.stat().st_size / 2**20:.1f} | {export_s:.0f} | {torch_ms:.1f} | "
+                f"{ort_ms:.1f} | {torch_ms / ort_ms:.2f} |"
+            )
+            print(f"  {arch}: done", file=sys.stderr, flush=True)
+    return [
+        "## ONNX parity",
+        "",
+        "Recipe models (`configs/camvid_<arch>.yaml`, random initialisation, 11 classes), exported at "
+        "256×320 with dynamic batch/height/width, compared on random normal inputs; times are the "
+        f"median of {repeats} batch-1 forwards at 360×480 on the CPU.",
+        "",
+        "| recipe | max abs Δ logit 360×480 | max abs Δ logit 97×131 | max abs logit | ONNX MiB | "
+        "export s | PyTorch ms | ONNX Runtime ms | PyTorch / ORT |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
+        "",
+    ]
+
+
+def _arch_name(recipe: str) -> str:
+    import pixelwise as pw
+
+    return pw.load_config(ROOT / "configs" / f"camvid_{recipe}.yaml").model.name
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", nargs="+", default=["onnx", "memory"], choices=["onnx", "memory"])
+    recipes = sorted(
+        p.stem.removeprefix("camvid_") for p in (ROOT / "configs").glob("camvid_*.yaml")
+    )
+    ap.add_argument("--archs", nargs="+", default=recipes, choices=recipes)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--memory-size", type=int, default=8192)
+    ap.add_argument("--classes", type=int, default=12)
+    args = ap.parse_args(argv)
+    import pixelwise
+
+    lines = [
+        "# Inference engine",
+        "",
+        "    python bench/inference_bench.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, "
+        f"{torch.get_num_threads()} CPU threads; torch {torch.__version__}, "
+        f"pixelwise {pixelwise.__version__}.",
+        "",
+    ]
+    if "onnx" in args.parts:
+        import onnxruntime
+
+        lines[-1] = lines[-1][:-1] + f", onnxruntime {onnxruntime.__version__}."
+        lines += [""] + _onnx(args.archs, args.repeats)
+    if "memory" in args.parts:
+        lines += _memory(args.memory_size, args.classes)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,535 @@
+"""The HTTP service: a FastAPI app around one loaded :class:`~pixelwise.engine.Segmenter`.
+
+``create_app(segmenter, settings)`` builds it; ``pixelwise serve`` runs it with uvicorn, and tests use
+it through FastAPI's ``TestClient`` (``with TestClient(app) as client:`` runs its start-up). Every
+prediction goes through ``Segmenter.segment_batch``, the path ``pixelwise predict`` takes, in one
+worker thread fed by the micro-batcher (:mod:`pixelwise.serve.batching`); uploads are read and
+decoded under the limits of :mod:`pixelwise.serve.limits`. Endpoints, options and status codes are
+described in ``docs/serve.md``.
+
+Every error answer is JSON ``{"error": "<one line>"}``. An unexpected exception is logged with its
+traceback on the server and answered with a bare 500; no traceback ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import dataclasses
+import hmac
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..engine.predictor import Segmenter
+from ..engine.regions import labels_rle, regions_summary
+from ..engine.tta import TTAConfig
+from ..engine.visualize import mask_image, overlay_with_legend
+from ..errors import PixelwiseError
+from .batching import InferenceOptions, MicroBatcher, QueueFull, Stopped
+from .limits import RequestError, decode, read_upload
+from .metrics import CONTENT_TYPE, ServeMetrics
+from .schemas import ErrorBody, ModelList, SegmentResult, Status
+from .settings import ServeSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("pixelwise.serve")
+
+# The web page and its files: public (no token), served with these headers.
+_PAGE_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+        "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+_PUBLIC = frozenset({"/healthz", *_PAGE_FILES})
+_SEGMENT_OPTIONS = ("format", "mask", "overlay", "crf", "tta", "tile")
+
+Loader = Callable[[], Segmenter]
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _png(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "body")]
+        given = repr(err["input"])[:60] if "input" in err else ""
+        where = f"{'.'.join(loc)}={given}" if given and loc else ".".join(loc)
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _static_route(content: bytes, media_type: str) -> Callable[[], Any]:
+    async def page() -> Response:
+        return Response(content, media_type=media_type, headers=_PAGE_HEADERS)
+
+    return page
+
+
+class _Service:
+    """What the endpoints share: the segmenter, its option variants, the batcher and the metrics."""
+
+    def __init__(self, segmenter: Segmenter | Loader, settings: ServeSettings, paths: list[str]):
+        self.settings = settings
+        self.segmenter: Segmenter | None = None
+        self._loader: Loader | None = None
+        if isinstance(segmenter, Segmenter) or not callable(segmenter):
+            self.segmenter = segmenter
+        else:
+            self._loader = segmenter
+        self.load_failed = False
+        self.batcher = MicroBatcher(
+            self._predict,
+            max_batch=settings.max_batch,
+            wait_s=settings.batch_wait_ms / 1000,
+            queue_size=settings.queue_size,
+            on_batch=self._on_batch,
+        )
+        self.metrics = ServeMetrics(paths, settings.max_batch, lambda: self.batcher.depth)
+        self._variants: dict[InferenceOptions, Segmenter] = {}
+        self._admitted = 0  # requests between admission and their prediction (event loop only)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        self.batcher.start()
+        if self.segmenter is None and self._loader is not None:
+            threading.Thread(target=self._load, name="pixelwise-load", daemon=True).start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(self.batcher.stop)
+
+    def _load(self) -> None:
+        try:
+            seg = self._loader()  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - reported by /readyz, traceback in the log
+            log.exception("the model failed to load")
+            self.load_failed = True
+            return
+        self.segmenter = seg
+        log.info("model %s loaded", self.settings.model_name)
+
+    @property
+    def ready(self) -> bool:
+        return self.segmenter is not None and self.batcher.running
+
+    def require_ready(self) -> Segmenter:
+        if self.segmenter is None or not self.batcher.running:
+            what = "failed to load" if self.load_failed else "is not ready yet"
+            raise RequestError(503, f"the model {what}", {"Retry-After": "5"})
+        return self.segmenter
+
+    # ---- admission and options ----------------------------------------------------------------
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Admit one request while fewer than a full batch plus a full queue are in flight."""
+        capacity = self.settings.queue_size + self.settings.max_batch
+        if self._admitted >= capacity:
+            raise RequestError(
+                503,
+                f"the server is busy: {self._admitted} requests in flight (--queue-size "
+                f"{self.settings.queue_size} + --max-batch {self.settings.max_batch})",
+                {"Retry-After": str(self.batcher.retry_after())},
+            )
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+
+    def defaults(self, seg: Segmenter) -> InferenceOptions:
+        return InferenceOptions(
+            crf=seg.crf is not None, tta=seg.tta is not None, tile=seg.tiling.mode
+        )
+
+    def options(
+        self, seg: Segmenter, crf: bool | None, tta: bool | None, tile: str | None
+    ) -> InferenceOptions:
+        base = self.defaults(seg)
+        return InferenceOptions(
+            crf=base.crf if crf is None else crf,
+            tta=base.tta if tta is None else tta,
+            tile=base.tile if tile is None else tile,
+        )
+
+    def _variant(self, options: InferenceOptions) -> Segmenter:
+        """The segmenter predicting with ``options``: the loaded one, or a shallow copy sharing
+        its model with other CRF / TTA / tiling settings (made once, in the worker thread)."""
+        seg = self.segmenter
+        assert seg is not None
+        if options == self.defaults(seg):
+            return seg
+        if options not in self._variants:
+            variant = copy.copy(seg)
+            if options.crf != (seg.crf is not None):
+                from ..crf import DenseCRF
+
+                variant.crf = DenseCRF() if options.crf else None
+            if options.tta != (seg.tta is not None):
+                variant.tta = TTAConfig() if options.tta else None
+            variant.tiling = dataclasses.replace(seg.tiling, mode=options.tile)
+            self._variants[options] = variant
+        return self._variants[options]
+
+    def _predict(self, images: list[np.ndarray], options: InferenceOptions) -> list[np.ndarray]:
+        return [p.labels for p in self._variant(options).segment_batch(images)]
+
+    def _on_batch(self, size: int, seconds: float) -> None:
+        self.metrics.observe_batch(size, seconds)
+
+    # ---- answers ------------------------------------------------------------------------------
+
+    def render(
+        self,
+        seg: Segmenter,
+        image: np.ndarray,
+        labels: np.ndarray,
+        *,
+        fmt: str,
+        mask: str,
+        overlay: bool,
+        options: InferenceOptions,
+    ) -> Response:
+        colors, names = seg.colors, seg.class_names
+        over = overlay_with_legend(image, labels, colors, names) if overlay else None
+        if fmt == "png":
+            png = _png(over if over is not None else mask_image(labels, colors))
+            return Response(png, media_type="image/png")
+        body = {"model": self.settings.model_name}
+        body.update(regions_summary(labels, names, max_regions=self.settings.max_regions))
+        if mask == "rle":
+            body["mask"] = {"encoding": "rle", "data": labels_rle(labels, names)}
+        else:
+            data = base64.b64encode(_png(mask_image(labels, colors))).decode("ascii")
+            body["mask"] = {"encoding": "png_base64", "data": data}
+        if over is not None:
+            body["overlay"] = {
+                "encoding": "png_base64",
+                "data": base64.b64encode(_png(over)).decode("ascii"),
+            }
+        body["inference"] = dataclasses.asdict(options)
+        return Response(
+            json.dumps(body, separators=(",", ":")).encode(), media_type="application/json"
+        )
+
+    def model_list(self, seg: Segmenter) -> dict[str, Any]:
+        meta, s = seg.meta, self.settings
+        return {
+            "models": [
+                {
+                    "name": s.model_name,
+                    "arch": meta.arch,
+                    "dataset": meta.dataset,
+                    "in_channels": meta.in_channels,
+                    "input_size": None,  # pixelwise models take any size (they pad inside)
+                    "output": meta.output,
+                    "classes": [
+                        {"index": i, "name": n, "color": list(c)}
+                        for i, (n, c) in enumerate(zip(meta.class_names, meta.colors, strict=True))
+                    ],
+                    "defaults": dataclasses.asdict(self.defaults(seg)),
+                }
+            ],
+            "limits": {
+                "max_upload_bytes": s.max_upload_bytes,
+                "max_pixels": s.max_pixels,
+                "max_batch": s.max_batch,
+                "queue_size": s.queue_size,
+                "timeout_s": s.timeout,
+                "max_regions": s.max_regions,
+            },
+        }
+
+
+class _Auth:
+    """ASGI middleware: every path but the public ones needs ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: ASGIApp, token: str | None):
+        self.app = app
+        self.token = token.encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.token is None or scope["path"] in _PUBLIC:
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, rest = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    given = rest.strip()
+        if given and hmac.compare_digest(given, self.token):
+            await self.app(scope, receive, send)
+            return
+        reason = "wrong bearer token" if given else "this server needs a bearer token"
+        response = _error(
+            401,
+            f"{reason} (Authorization: Bearer <token>)",
+            {"WWW-Authenticate": 'Bearer realm="pixelwise"'},
+        )
+        await response(scope, receive, send)
+
+
+class _Observe:
+    """ASGI middleware: counts and times every answer, and turns any exception that escaped the
+    app into a logged traceback and a bare 500 (the outermost layer under Starlette's own)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        started = False
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        except Exception:  # noqa: BLE001 - the catch-all: log here, never send a traceback
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await _error(500, "internal server error")(scope, receive, observed_send)
+        finally:
+            self.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
+
+
+def create_app(
+    segmenter: Segmenter | Callable[[], Segmenter], settings: ServeSettings | None = None
+) -> FastAPI:
+    """The service's FastAPI app.
+
+    Args:
+        segmenter: the loaded model, or a function loading it: it then loads in a thread at
+            start-up while ``/healthz`` answers and ``/readyz`` says 503.
+        settings: limits, batching and token; ``None``: :class:`ServeSettings`' defaults.
+
+    Returns:
+        The app; its start-up (lifespan) starts the worker thread, its shutdown stops it.
+    """
+    settings = settings or ServeSettings()
+    paths = ["/v1/segment", "/v1/models", "/healthz", "/readyz", "/metrics", "/openapi.json"]
+    service = _Service(segmenter, settings, [*paths, *_PAGE_FILES])
+    app = FastAPI(
+        title="pixelwise",
+        version=__version__,
+        description="Semantic segmentation: every pixel of an image gets a class label.",
+        docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN; /openapi.json stays
+        redoc_url=None,
+        lifespan=service.lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return _error(exc.status, str(exc), exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = {
+            404: f"no such endpoint: {request.url.path}",
+            405: f"method {request.method} is not allowed on {request.url.path}",
+        }.get(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_message(exc))
+
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody, "description": text}
+        for code, text in {
+            400: "Empty, truncated or corrupt image; malformed multipart body.",
+            401: "Missing or wrong bearer token (when the server has one).",
+            413: "Upload over --max-upload-mb, or image over --max-pixels.",
+            415: "Not an image, or a content type other than multipart, image/*, octet-stream.",
+            422: "An unsupported option value, or an unknown option.",
+            503: "The queue is full (see Retry-After), or the model is not ready.",
+            504: "No prediction within --timeout seconds.",
+        }.items()
+    }
+
+    @app.post(
+        "/v1/segment",
+        summary="Segment one image",
+        response_model=None,
+        responses={
+            200: {
+                "description": "The class-index PNG (palette = class colours), the overlay PNG "
+                "(overlay=true), or JSON (format=json).",
+                "content": {
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "application/json": {"schema": SegmentResult.model_json_schema()},
+                },
+            },
+            **errors,
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "The image: a multipart form with the field 'file', or the raw "
+                "bytes as the body.",
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                            "required": ["file"],
+                        }
+                    },
+                    "image/*": {"schema": {"type": "string", "format": "binary"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+            }
+        },
+    )
+    async def segment(
+        request: Request,
+        format: Annotated[
+            Literal["png", "json"],
+            Query(description="png: the class-index PNG; json: classes, regions and the mask."),
+        ] = "png",
+        mask: Annotated[
+            Literal["png", "rle"],
+            Query(description="JSON mask encoding: png (base64 PNG) or rle (COCO, per class)."),
+        ] = "png",
+        overlay: Annotated[
+            bool,
+            Query(description="png: return the overlay PNG instead; json: add it (base64)."),
+        ] = False,
+        crf: Annotated[
+            bool | None, Query(description="Dense CRF refinement [default: the server's].")
+        ] = None,
+        tta: Annotated[
+            bool | None, Query(description="Test-time augmentation [default: the server's].")
+        ] = None,
+        tile: Annotated[
+            Literal["auto", "whole", "slide"] | None,
+            Query(description="Whole image or sliding windows [default: the server's]."),
+        ] = None,
+    ) -> Response:
+        unknown = sorted(set(request.query_params) - set(_SEGMENT_OPTIONS))
+        if unknown:
+            raise RequestError(
+                422,
+                f"unknown option {unknown[0]!r} (options: {', '.join(_SEGMENT_OPTIONS)})",
+            )
+        if mask == "rle" and format != "json":
+            raise RequestError(422, "mask=rle needs format=json (format=png returns the mask)")
+        seg = service.require_ready()
+        with service.admit():
+            data = await read_upload(request, settings.max_upload_bytes)
+            image = await run_in_threadpool(
+                decode, data, max_pixels=settings.max_pixels, channels=seg.meta.in_channels
+            )
+            del data
+            options = service.options(seg, crf, tta, tile)
+            try:
+                labels = await asyncio.wait_for(
+                    service.batcher.submit(image, options), settings.timeout
+                )
+            except asyncio.TimeoutError:
+                raise RequestError(
+                    504, f"no prediction within {settings.timeout:g} s (--timeout)"
+                ) from None
+            except QueueFull as exc:
+                raise RequestError(
+                    503,
+                    f"the queue is full ({settings.queue_size} waiting, --queue-size)",
+                    {"Retry-After": str(exc.retry_after)},
+                ) from None
+            except Stopped as exc:
+                raise RequestError(503, str(exc), {"Retry-After": "5"}) from None
+            except RequestError:
+                raise
+            except PixelwiseError as exc:  # the image and the options do not go together
+                raise RequestError(422, str(exc)) from None
+        return await run_in_threadpool(
+            service.render,
+            seg,
+            image,
+            labels,
+            fmt=format,
+            mask=mask,
+            overlay=overlay,
+            options=options,
+        )
+
+    @app.get("/v1/models", response_model=ModelList, responses={401: errors[401], 503: errors[503]})
+    async def models() -> dict[str, Any]:
+        """The model served: classes with their colours, input size, output kind, defaults."""
+        return service.model_list(service.require_ready())
+
+    @app.get("/healthz", response_model=Status, response_model_exclude_none=True)
+    async def healthz() -> dict[str, Any]:
+        """The process is alive (no token needed)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Status, responses={503: errors[503]})
+    async def readyz() -> dict[str, Any]:
+        """200 once the model is loaded and the worker runs; 503 before (or after a failed load)."""
+        service.require_ready()
+        return {"status": "ready", "model": settings.model_name}
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text."}},
+    )
+    async def metrics() -> Response:
+        """Prometheus metrics: requests, latency, queue depth, batch sizes."""
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    static = resources.files(__package__) / "static"
+    for path, (name, media_type) in _PAGE_FILES.items():
+        page = _static_route((static / name).read_bytes(), media_type)
+        app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
+
+    app.add_middleware(_Auth, token=settings.token)
+    app.add_middleware(_Observe, metrics=service.metrics)
+    return app

@@ -1,0 +1,153 @@
+"""The ``pixelwise serve`` command: load the model once, then run the app with uvicorn.
+
+Registered in :mod:`pixelwise.cli` as ``app.command("serve")(serve_command)``. Only typer and the
+standard library are imported here; FastAPI and uvicorn are imported when the command runs, so the
+rest of the command line works without the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import PixelwiseError
+from .settings import ServeSettings
+
+__all__ = ["serve_command"]
+
+log = logging.getLogger("pixelwise.serve")
+
+_SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart", "prometheus_client")
+
+
+def _model_name(model: str) -> str:
+    """What ``/v1/models`` calls the model: a bundled name as is, a file by its name."""
+    return Path(model).name if any(c in model for c in "/\\.") else model
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _require_extra() -> None:
+    import importlib.util
+
+    missing = [m for m in _SERVE_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise PixelwiseError(
+            f"pixelwise serve needs the serve extra ({', '.join(missing)} missing): "
+            "pip install 'pixelwise[serve]'"
+        )
+
+
+def serve_command(
+    model: Annotated[
+        str,
+        typer.Option(help="Bundled model name, checkpoint (.ckpt) or exported model (.onnx)."),
+    ] = "camvid",
+    host: Annotated[
+        str, typer.Option(help="Address to bind; set a token before binding beyond loopback.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PIXELWISE_TOKEN",
+            help="Bearer token every endpoint but /healthz and the web page requires (or env "
+            "PIXELWISE_TOKEN, better: a command line is visible to other users).",
+            show_default=False,
+            show_envvar=False,
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
+    crf: Annotated[
+        bool | None,
+        typer.Option(
+            "--crf/--no-crf",
+            help="Default dense CRF refinement (a request's crf= overrides it); "
+            "by default on for deeplabv1 only.",
+            show_default=False,
+        ),
+    ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta/--no-tta", help="Default test-time augmentation (tta=).")
+    ] = False,
+    tile: Annotated[
+        str, typer.Option(help="Default tiling (tile=): auto, whole or slide.")
+    ] = "auto",
+    max_batch: Annotated[int, typer.Option(help="Most same-size images in one forward pass.")] = 8,
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="How long a request waits for others to share its batch.")
+    ] = 5.0,
+    queue_size: Annotated[
+        int, typer.Option(help="Most requests waiting beyond the running batch; then 503.")
+    ] = 32,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds a request may wait for its prediction; then 504.")
+    ] = 30.0,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MiB; then 413.")] = 32.0,
+    max_pixels: Annotated[
+        int, typer.Option(help="Largest image (width × height); then 413, before decoding.")
+    ] = 4096 * 4096,
+    max_regions: Annotated[
+        int, typer.Option(help="Most regions a JSON answer lists (the largest).")
+    ] = 1000,
+    log_level: Annotated[
+        str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug.")
+    ] = "info",
+) -> None:
+    """Serve a model over HTTP: POST /v1/segment, GET /v1/models, /healthz, /readyz, /metrics,
+    and a web page at /."""
+    _require_extra()
+    settings = ServeSettings(
+        model_name=_model_name(model),
+        token=token,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+        queue_size=queue_size,
+        timeout=timeout,
+        max_upload_mb=max_upload_mb,
+        max_pixels=max_pixels,
+        max_regions=max_regions,
+    )
+    if not 0 < port < 65536:
+        raise PixelwiseError(f"--port {port}: expected 1..65535")
+
+    import uvicorn
+
+    from ..engine import Segmenter
+    from ..engine.tiling import TileConfig
+    from ..engine.tta import TTAConfig
+    from .app import create_app
+
+    seg = Segmenter.from_checkpoint(
+        model,
+        device=device,
+        crf=crf,
+        tta=TTAConfig() if tta else None,
+        tiling=TileConfig(mode=tile),
+    )
+    if settings.token is None and not _is_loopback(host):
+        log.warning(
+            "serving on %s without a token: anyone who can reach port %d can use the model "
+            "(set PIXELWISE_TOKEN or --token)",
+            host,
+            port,
+        )
+    uvicorn.run(
+        create_app(seg, settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        workers=1,
+        server_header=False,
+    )
