@@ -252,6 +252,13 @@ def predict(
         bool, typer.Option(help="Also write per-class probabilities (.npy, C×H×W).")
     ] = False,
     overlay: Annotated[bool, typer.Option(help="Write <name>_overlay.png with a legend.")] = True,
+    regions: Annotated[
+        bool,
+        typer.Option(
+            help="Also write <name>_regions.json: classes present (pixels, area) and their "
+            "connected regions with bounding boxes."
+        ),
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option(help="Redo inputs whose mask exists (default: skip them).")
     ] = False,
@@ -290,6 +297,7 @@ def predict(
         out,
         probs=probs,
         overlay=overlay,
+        regions=regions,
         overwrite=overwrite,
         batch_size=batch_size,
         num_workers=workers,

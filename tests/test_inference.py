@@ -311,3 +311,15 @@ def test_evaluate_json_records_tta(tmp_path: Path, synth) -> None:  # noqa: ANN0
     assert r.returncode == 0, r.stderr
     rep = json.loads(report.read_text())
     assert list(rep["tta"]["scales"]) == [0.75, 1.0, 1.25] and rep["tta"]["flip"] is True
+
+
+def test_predict_files_writes_the_region_summary(tmp_path: Path) -> None:
+    seg = Segmenter(_pixel_model(), _meta(), device="cpu")
+    src = _folder(tmp_path, n=1)
+    predict_files(seg, [str(src)], tmp_path / "out", regions=True, num_workers=0, progress=False)
+    summary = json.loads((tmp_path / "out" / "img0_regions.json").read_text())
+    labels = np.array(Image.open(tmp_path / "out" / "img0.png"))
+    counts = {c["index"]: c["pixels"] for c in summary["classes"]}
+    assert counts == {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+    assert sum(r["area"] for r in summary["regions"]) == labels.size
+    assert abs(sum(c["fraction"] for c in summary["classes"]) - 1.0) < 1e-6

@@ -16,6 +16,7 @@ mask lines up with its source. Overlays are written for images up to :data:`MAX_
 from __future__ import annotations
 
 import glob
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,11 +26,12 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, write_text_atomic
 from ..data.io import IMAGE_EXTENSIONS, read_image, write_png
 from ..data.rasters import GeoRef, is_raster_path, read_raster, write_label_raster
 from ..errors import PixelwiseError
 from .predictor import Prediction, Segmenter
+from .regions import regions_summary
 from .visualize import mask_image, overlay_with_legend
 
 __all__ = ["MAX_OVERLAY_PIXELS", "PredictSummary", "expand_inputs", "output_path", "predict_files"]
@@ -125,6 +127,7 @@ def predict_files(
     *,
     probs: bool = False,
     overlay: bool = True,
+    regions: bool = False,
     overwrite: bool = False,
     batch_size: int = 4,
     num_workers: int = 2,
@@ -139,6 +142,9 @@ def predict_files(
         out_dir: output folder (created).
         probs: also write the class probabilities (K×H×W float32 ``.npy``).
         overlay: also write the image with the mask blended over it and a legend.
+        regions: also write ``<stem>_regions.json``: the classes present with pixel counts and area
+            fractions, and their connected regions with bounding boxes and areas
+            (:func:`pixelwise.engine.regions.regions_summary`, as ``pixelwise serve`` returns).
         overwrite: predict inputs whose mask already exists (otherwise they are skipped).
         batch_size: same-size images per forward pass.
         num_workers: decoding processes (0: decode in this process).
@@ -172,7 +178,16 @@ def predict_files(
     def flush() -> None:
         preds = segmenter.segment_batch([im for _, im, _ in pending], probs=probs)
         for (i, image, geo), pred in zip(pending, preds, strict=True):
-            _write(segmenter, image, pred, todo[i][1], geo, overlay=overlay, probs=probs)
+            _write(
+                segmenter,
+                image,
+                pred,
+                todo[i][1],
+                geo,
+                overlay=overlay,
+                probs=probs,
+                regions=regions,
+            )
             summary.written.append(todo[i][1])
         bar.update(len(pending))
         pending.clear()
@@ -203,6 +218,7 @@ def _write(
     *,
     overlay: bool,
     probs: bool,
+    regions: bool,
 ) -> None:
     """Overlay and probabilities first, the mask last: the mask marks an input as done."""
     meta = segmenter.meta
@@ -215,6 +231,9 @@ def _write(
     if probs and pred.probs is not None:
         with atomic_path(f"{stem}_probs.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, pred.probs.astype(np.float32))
+    if regions:
+        summary = regions_summary(pred.labels, meta.class_names)
+        write_text_atomic(f"{stem}_regions.json", json.dumps(summary, indent=1) + "\n")
     if target.suffix == ".tif":
         write_label_raster(
             target, pred.labels, meta.colors, None if geo is None else GeoRef.from_dict(geo)

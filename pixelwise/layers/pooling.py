@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .conv import ConvNormAct
@@ -41,7 +42,9 @@ def _averaging_matrix(length: int, bins: int, like: torch.Tensor) -> torch.Tenso
 def adaptive_avg_pool2d(x: torch.Tensor, output_size: int | tuple[int, int]) -> torch.Tensor:
     """``F.adaptive_avg_pool2d`` that exports to ONNX with dynamic height and width.
 
-    Global pooling (1×1) is a mean; other sizes are ``P_h @ x @ P_wᵀ`` with averaging matrices.
+    Global pooling (1×1) is a mean. Other sizes run PyTorch's own kernel, except while tracing or
+    exporting, where they are ``P_h @ x @ P_wᵀ`` with averaging matrices (the same bins; the matrix
+    form is several times slower on channels-last CPU tensors, so it is kept for export only).
 
     Shape:
         x: (N, C, H, W) → (N, C, bh, bw) for ``output_size`` (bh, bw) or b = bh = bw.
@@ -49,6 +52,8 @@ def adaptive_avg_pool2d(x: torch.Tensor, output_size: int | tuple[int, int]) -> 
     bh, bw = (output_size, output_size) if isinstance(output_size, int) else output_size
     if bh == 1 and bw == 1:
         return x.mean(dim=(-2, -1), keepdim=True)
+    if not (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+        return F.adaptive_avg_pool2d(x, (bh, bw))
     h, w = x.shape[-2:]
     return _averaging_matrix(h, bh, x) @ x @ _averaging_matrix(w, bw, x).transpose(0, 1)
 
