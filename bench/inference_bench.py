@@ -42,7 +42,8 @@ from torch import nn
 torch.set_num_threads(1)
 from pixelwise.engine.tiling import TileConfig, slide_labels
 size, classes = int(sys.argv[1]), int(sys.argv[2])
-image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+image = np.frombuffer(np.random.default_rng(0).bytes(size * size * 3), np.uint8)
+image = image.reshape(size, size, 3)
 model = nn.Conv2d(3, classes, 1).eval()
 def pre(w):
     return torch.from_numpy(np.ascontiguousarray(w)).permute(2, 0, 1).float() / 255.0
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     if "onnx" in args.parts:
         import onnxruntime
 
-        lines[-1] = lines[-1][:-1] + f", onnxruntime {onnxruntime.__version__}."
+        lines[-2] = lines[-2][:-1] + f", onnxruntime {onnxruntime.__version__}."
         lines += [""] + _onnx(args.archs, args.repeats)
     if "memory" in args.parts:
         lines += _memory(args.memory_size, args.classes)
