@@ -3,7 +3,7 @@ memory of sliding-window prediction on a huge image.
 
     python bench/inference_bench.py                        # both parts, markdown on stdout
     python bench/inference_bench.py --parts onnx --archs fcn8s unet
-    python bench/inference_bench.py --parts memory --memory-size 8192 --classes 12
+    python bench/inference_bench.py --parts memory --memory-sizes 2048 4096 8192 --classes 12
 
 *onnx* — every registered architecture as its CamVid recipe builds it (``configs/camvid_<arch>.yaml``:
 EfficientNet-Lite0 encoder where the architecture takes one, random initialisation, 11 classes; the
@@ -60,7 +60,7 @@ print(before / 1024, peak / 1024, seconds, labels.shape[0], labels.shape[1])
 """
 
 
-def _memory(size: int, classes: int) -> list[str]:
+def _memory_row(size: int, classes: int) -> str:
     out = subprocess.run(
         [sys.executable, "-c", _MEMORY_CHILD, str(size), str(classes)],
         capture_output=True,
@@ -69,18 +69,26 @@ def _memory(size: int, classes: int) -> list[str]:
         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
         cwd=ROOT,
     ).stdout.split()
-    before, peak, seconds, h, w = float(out[0]), float(out[1]), float(out[2]), out[3], out[4]
+    before, peak, seconds = float(out[0]), float(out[1]), float(out[2])
     full = classes * size * size * 4 / 2**20
+    mpix = size * size / 1e6
+    return (
+        f"| {size}×{size} | {size * size * 3 / 2**20:.0f} | {before:.0f} | {peak:.0f} | "
+        f"{peak - before:.0f} | {full:.0f} | {seconds:.1f} | {1000 * seconds / mpix:.0f} |"
+    )
+
+
+def _memory(sizes: list[int], classes: int) -> list[str]:
     return [
         "## Sliding-window memory",
         "",
-        f"{w}×{h} RGB image (uint8, {size * size * 3 / 2**20:.0f} MiB), {classes} classes, "
-        "512-pixel windows, overlap 0.25, Gaussian blending, one thread:",
+        f"RGB images, {classes} classes, 512-pixel windows, overlap 0.25, Gaussian blending, a per-pixel "
+        "model (1×1 conv), one thread, each size in a fresh process:",
         "",
-        "| peak RSS before prediction (MiB) | peak RSS after (MiB) | added (MiB) | whole-image float32 "
-        "logits would be (MiB) | seconds |",
-        "| ---: | ---: | ---: | ---: | ---: |",
-        f"| {before:.0f} | {peak:.0f} | {peak - before:.0f} | {full:.0f} | {seconds:.1f} |",
+        "| image | image MiB | peak RSS before prediction (MiB) | peak RSS after (MiB) | added (MiB) "
+        "| whole-image float32 logits would be (MiB) | seconds | ms per megapixel |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *(_memory_row(size, classes) for size in sizes),
         "",
         "The memory before prediction is the interpreter, PyTorch, pixelwise and the image itself.",
         "",
@@ -185,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--archs", nargs="+", default=recipes, choices=recipes)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--memory-size", type=int, default=8192)
+    ap.add_argument("--memory-sizes", type=int, nargs="+", default=[2048, 4096, 8192])
     ap.add_argument("--classes", type=int, default=12)
     args = ap.parse_args(argv)
     import pixelwise
@@ -207,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         lines[-2] = lines[-2][:-1] + f", onnxruntime {onnxruntime.__version__}."
         lines += [""] + _onnx(args.archs, args.repeats)
     if "memory" in args.parts:
-        lines += _memory(args.memory_size, args.classes)
+        lines += _memory(args.memory_sizes, args.classes)
     print("\n".join(lines))
     return 0
 
