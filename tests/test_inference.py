@@ -323,3 +323,43 @@ def test_predict_files_writes_the_region_summary(tmp_path: Path) -> None:
     assert counts == {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
     assert sum(r["area"] for r in summary["regions"]) == labels.size
     assert abs(sum(c["fraction"] for c in summary["classes"]) - 1.0) < 1e-6
+
+
+def test_cli_export_then_predict_and_evaluate_with_the_onnx_file(tmp_path: Path, synth) -> None:  # noqa: ANN001
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    ckpt = _checkpoint(tmp_path)
+    onnx_path = tmp_path / "tiny.onnx"
+    r = _cli("export", "--model", str(ckpt), "--format", "onnx", "--out", str(onnx_path))
+    assert r.returncode == 0, r.stderr
+    assert onnx_path.is_file() and "max |Δ logit|" in r.stdout
+    diffs = [float(line.rsplit(" ", 1)[1]) for line in r.stdout.splitlines() if "Δ logit" in line]
+    assert len(diffs) == 2 and max(diffs) < 1e-4
+    # predict: the ONNX model's masks equal the checkpoint's
+    src = _folder(tmp_path, n=2)
+    for model, out in ((ckpt, "pt"), (onnx_path, "ort")):
+        r = _cli(
+            "predict", str(src), "--model", str(model), "--out", str(tmp_path / out), "--quiet"
+        )
+        assert r.returncode == 0, r.stderr
+    for i in range(2):
+        a = np.array(Image.open(tmp_path / "pt" / f"img{i}.png"))
+        b = np.array(Image.open(tmp_path / "ort" / f"img{i}.png"))
+        assert (a == b).mean() > 0.999
+    data = synth.paired({f"m{i}": _mask(30, 44, i) for i in range(2)})
+    r = _cli(
+        "evaluate",
+        "--model",
+        str(onnx_path),
+        "--data",
+        str(data),
+        "--split",
+        "all",
+        "--quiet",
+        "--workers",
+        "0",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "mIoU" in r.stdout
+    r = _cli("export", "--model", str(ckpt), "--format", "tflite", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "only onnx" in r.stderr
