@@ -10,9 +10,11 @@ up to match smp's, with smp's own defaults read from its signatures:
 
 * DeepLab v3+ / ResNet-50 — smp ``DeepLabV3Plus(encoder_name="resnet50")``: output stride 16, ASPP rates
   12/24/36, separable ASPP, dropout 0.5, 256 channels; pixelwise ``deeplabv3plus`` with the same output
-  stride, rates, ``separable=True``, dropout and width. Left different: smp adds a separable 3×3 conv
-  after the ASPP and fuses with one separable conv, pixelwise with two (the paper); smp's separable
-  conv has no norm between its depthwise and pointwise halves.
+  stride, rates, dropout and width, and smp's decoder: one separable 3×3 conv after the ASPP
+  (``aspp_head_convs=1``), one after the concatenation (``decoder_convs=1``; the paper has two), no
+  norm inside the separable convs (``separable_style="xception"``). Left different: smp's image-pooling
+  branch has batch norm, pixelwise's a bias (so it trains at batch size 1); smp upsamples with
+  ``align_corners=True``.
 * PSPNet / ResNet-50 — smp's default ``PSPNet("resnet50")`` stops the encoder after its stride-8 stage
   (``encoder_depth=3``, 512 channels), which pixelwise cannot build (its encoders always run every
   stage). So smp is given pixelwise's encoder instead: ``PSPNet("resnet50", encoder_depth=5,
@@ -112,6 +114,9 @@ def _deeplabv3plus() -> Pair:
         output_stride=os_,
         rates=rates,
         separable=sep,
+        separable_style="xception",
+        decoder_convs=1,
+        aspp_head_convs=1,
         dropout=drop,
         aspp_channels=width,
     )

@@ -320,7 +320,9 @@ def test_predict_files_writes_the_region_summary(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "out" / "img0_regions.json").read_text())
     labels = np.array(Image.open(tmp_path / "out" / "img0.png"))
     counts = {c["index"]: c["pixels"] for c in summary["classes"]}
-    assert counts == {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+    assert counts == {
+        int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True), strict=True)
+    }
     assert sum(r["area"] for r in summary["regions"]) == labels.size
     assert abs(sum(c["fraction"] for c in summary["classes"]) - 1.0) < 1e-6
 

@@ -530,3 +530,37 @@ def test_one_output_channel(name: str) -> None:
     out = model(torch.randn(2, 3, 33, 35))
     assert out.shape == (2, 1, 33, 35)
     out.mean().backward()
+
+
+def test_deeplabv3plus_decoder_options_build_smp_s_shape() -> None:
+    """The paper's decoder by default; one conv after the ASPP and one after the concatenation, with
+    Xception-style separable convs (no norm between depthwise and pointwise), on request."""
+    from pixelwise.layers import SeparableConvNormAct
+
+    paper = create_model("deeplabv3plus", num_classes=3, encoder=TINY, separable=True)
+    smp_like = create_model(
+        "deeplabv3plus",
+        num_classes=3,
+        encoder=TINY,
+        separable=True,
+        separable_style="xception",
+        decoder_convs=1,
+        aspp_head_convs=1,
+    )
+    assert len(paper.decoder.fuse) == 2 and len(paper.decoder.aspp_head) == 0
+    assert len(smp_like.decoder.fuse) == 1 and len(smp_like.decoder.aspp_head) == 1
+    sep = [m for m in smp_like.modules() if isinstance(m, SeparableConvNormAct)]
+    assert sep and all(
+        isinstance(m[0][1], nn.Identity)
+        and m[0][0].bias is None
+        and isinstance(m[1][1], nn.BatchNorm2d)
+        for m in sep
+    )
+    tf = [m for m in paper.modules() if isinstance(m, SeparableConvNormAct)]
+    assert all(isinstance(m[0][1], nn.BatchNorm2d) for m in tf)
+    x = torch.randn(1, 3, 45, 61)
+    assert smp_like.eval()(x).shape == (1, 3, 45, 61)
+    with pytest.raises(PixelwiseError, match="separable style"):
+        create_model(
+            "deeplabv3plus", num_classes=3, encoder=TINY, separable=True, separable_style="x"
+        )

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -54,6 +55,7 @@ class ASPP(nn.Module):
         norm: normalisation in the conv branches and the projection (the image-pooling branch has a
             bias instead, so that it trains at batch size 1).
         separable: depthwise-separable 3×3 branches (DeepLab v3+).
+        separable_style: ``tf`` or ``xception`` (:class:`SeparableConvNormAct`).
         image_pooling: include the image-level pooling branch.
         dropout: dropout after the projection.
 
@@ -69,11 +71,12 @@ class ASPP(nn.Module):
         *,
         norm: str = "batchnorm",
         separable: bool = False,
+        separable_style: str = "tf",
         image_pooling: bool = True,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        block = SeparableConvNormAct if separable else ConvNormAct
+        block = partial(SeparableConvNormAct, style=separable_style) if separable else ConvNormAct
         branches: list[nn.Module] = [ConvNormAct(in_channels, out_channels, 1, norm=norm)]
         branches += [block(in_channels, out_channels, 3, dilation=r, norm=norm) for r in rates]
         if image_pooling:

@@ -6,7 +6,13 @@ from torch import nn
 
 from ..errors import PixelwiseError
 
-__all__ = ["make_norm", "make_activation", "ConvNormAct", "SeparableConvNormAct"]
+__all__ = [
+    "SEPARABLE_STYLES",
+    "make_norm",
+    "make_activation",
+    "ConvNormAct",
+    "SeparableConvNormAct",
+]
 
 _NORMS = ("batchnorm", "groupnorm", "instancenorm", "none")
 _ACTS = ("relu", "silu", "gelu", "none")
@@ -71,11 +77,16 @@ class ConvNormAct(nn.Sequential):
         )
 
 
+SEPARABLE_STYLES = ("tf", "xception")
+
+
 class SeparableConvNormAct(nn.Sequential):
     """Depthwise-separable conv (DeepLab v3+'s "atrous separable convolution").
 
-    A depthwise ``kernel_size`` conv (dilated) → norm → activation, then a pointwise 1×1 conv → norm →
-    activation, as in the reference TensorFlow implementation.
+    ``style="tf"`` (the reference TensorFlow DeepLab): a depthwise ``kernel_size`` conv (dilated) →
+    norm → activation, then a pointwise 1×1 conv → norm → activation. ``style="xception"`` (Keras'
+    ``SeparableConv2D``, segmentation_models_pytorch's ``SeparableConv2d``): depthwise then pointwise
+    with nothing between them, then norm → activation.
     """
 
     def __init__(
@@ -87,16 +98,22 @@ class SeparableConvNormAct(nn.Sequential):
         dilation: int = 1,
         norm: str = "batchnorm",
         act: str = "relu",
+        style: str = "tf",
     ) -> None:
-        super().__init__(
-            ConvNormAct(
-                in_channels,
-                in_channels,
-                kernel_size,
-                dilation=dilation,
-                groups=in_channels,
-                norm=norm,
-                act=act,
-            ),
-            ConvNormAct(in_channels, out_channels, 1, norm=norm, act=act),
+        if style not in SEPARABLE_STYLES:
+            raise PixelwiseError(
+                f"unknown separable style {style!r}; choose one of {', '.join(SEPARABLE_STYLES)}"
+            )
+        inner = "none" if style == "xception" else norm
+        depthwise = ConvNormAct(
+            in_channels,
+            in_channels,
+            kernel_size,
+            dilation=dilation,
+            groups=in_channels,
+            norm=inner,
+            act=act if style == "tf" else "none",
         )
+        if style == "xception":
+            depthwise[0].bias = None  # no bias between the two halves
+        super().__init__(depthwise, ConvNormAct(in_channels, out_channels, 1, norm=norm, act=act))

@@ -4,10 +4,12 @@ head and v3+'s ASPP + low-level-feature decoder."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import nn
 
+from ...errors import PixelwiseError
 from ...layers import ASPP, ConvNormAct, SeparableConvNormAct, SummedASPP, resize_to
 
 __all__ = ["DeepestFeature", "DeepLabV2Decoder", "DeepLabV3Decoder", "DeepLabV3PlusDecoder"]
@@ -75,6 +77,10 @@ class DeepLabV3PlusDecoder(nn.Module):
     that feature reduced to ``low_level_channels`` by a 1×1 conv-norm-ReLU, then two 3×3 conv-norm-ReLU
     (depthwise separable with ``separable``).
 
+    ``fuse_convs=1, aspp_head_convs=1, separable_style="xception"`` builds
+    segmentation_models_pytorch's decoder (one separable 3×3 after the ASPP, one after the concatenation,
+    no norm inside the separable convs).
+
     Args:
         encoder_channels: channels of the encoder features, shallowest first.
         low_level_index: which encoder feature supplies the low-level detail (stride 4 in the paper).
@@ -82,6 +88,9 @@ class DeepLabV3PlusDecoder(nn.Module):
         low_level_channels: width of the reduced low-level feature (the paper: 48).
         rates: ASPP rates.
         separable: depthwise-separable ASPP and decoder convs.
+        separable_style: ``tf`` (the paper's reference code) or ``xception``.
+        fuse_convs: 3×3 convs after the concatenation (the paper: 2).
+        aspp_head_convs: 3×3 convs after the ASPP projection (the paper: 0).
         dropout: dropout after the ASPP projection.
 
     Shape:
@@ -97,21 +106,38 @@ class DeepLabV3PlusDecoder(nn.Module):
         low_level_channels: int = 48,
         rates: Sequence[int] = (6, 12, 18),
         separable: bool = False,
+        separable_style: str = "tf",
+        fuse_convs: int = 2,
+        aspp_head_convs: int = 0,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
+        if fuse_convs < 1 or aspp_head_convs < 0:
+            raise PixelwiseError(
+                f"fuse_convs must be >= 1 and aspp_head_convs >= 0, got {fuse_convs} and "
+                f"{aspp_head_convs}"
+            )
         self.aspp = ASPP(
-            encoder_channels[-1], channels, rates, separable=separable, dropout=dropout
+            encoder_channels[-1],
+            channels,
+            rates,
+            separable=separable,
+            separable_style=separable_style,
+            dropout=dropout,
+        )
+        block = partial(SeparableConvNormAct, style=separable_style) if separable else ConvNormAct
+        self.aspp_head = nn.Sequential(
+            *(block(channels, channels, 3) for _ in range(aspp_head_convs))
         )
         self.low_level_index = low_level_index
         self.reduce = ConvNormAct(encoder_channels[low_level_index], low_level_channels, 1)
-        block = SeparableConvNormAct if separable else ConvNormAct
         self.fuse = nn.Sequential(
-            block(channels + low_level_channels, channels, 3), block(channels, channels, 3)
+            block(channels + low_level_channels, channels, 3),
+            *(block(channels, channels, 3) for _ in range(fuse_convs - 1)),
         )
         self.out_channels = channels
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         low = self.reduce(features[self.low_level_index])
-        x = resize_to(self.aspp(features[-1]), low.shape[-2:])
+        x = resize_to(self.aspp_head(self.aspp(features[-1])), low.shape[-2:])
         return self.fuse(torch.cat([x, low], dim=1))

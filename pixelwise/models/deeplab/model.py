@@ -171,6 +171,9 @@ def deeplabv3plus(
     low_level_stride: int = 4,
     low_level_channels: int = 48,
     separable: bool = False,
+    separable_style: str = "tf",
+    decoder_convs: int = 2,
+    aspp_head_convs: int = 0,
     dropout: float = 0.1,
 ) -> SegmentationModel:
     """DeepLab v3+: the v3 ASPP plus a decoder fusing low-level features; bilinear upsampling ×4.
@@ -185,6 +188,10 @@ def deeplabv3plus(
         low_level_stride: stride of the encoder feature the decoder fuses (the paper: 4).
         low_level_channels: width that feature is reduced to (the paper: 48).
         separable: depthwise-separable convolutions in the ASPP and the decoder.
+        separable_style: ``tf`` (depthwise → norm → ReLU → pointwise → norm → ReLU, the paper's
+            code) or ``xception`` (depthwise → pointwise → norm → ReLU, segmentation_models_pytorch's).
+        decoder_convs: 3×3 convs after the concatenation (the paper: 2; smp: 1).
+        aspp_head_convs: 3×3 convs after the ASPP (the paper: 0; smp: 1).
         dropout: dropout after the ASPP projection.
     """
     enc = build_encoder(
@@ -206,6 +213,9 @@ def deeplabv3plus(
         low_level_channels=low_level_channels,
         rates=_rates(rates, (6, 12, 18), 16, output_stride),
         separable=separable,
+        separable_style=separable_style,
+        fuse_convs=decoder_convs,
+        aspp_head_convs=aspp_head_convs,
         dropout=dropout,
     )
     head = nn.Conv2d(decoder.out_channels, num_classes, 1)
