@@ -22,6 +22,7 @@ def test_loss_study_tiny_budget(tmp_path: Path) -> None:
     argv = [
         "--epochs", "1", "--crop", "12", "--max-steps", "1", "--batch-size", "2",
         "--set", f"data.dataset={data}",
+        "--set", "model.name=unet",  # a tiny U-Net for both datasets (CamVid's recipe is FCN-8s)
         "--set", "model.params={base_channels: 4, depth: 2}",
         "--set", "train.eval_batch_size=2",
         "--workers", "0", "--amp", "off", "--device", "cpu",
