@@ -18,12 +18,16 @@ Two fuzzers, both in-process against the ASGI app around a 1×1 convolution, one
   Every answer must be no 5xx, every error a JSON ``{"error": "<one line>"}``, and the raw fuzz
   runs once against an RGB model and once against a grayscale one.
 
-Bounded: at most 50 examples per operation (schema) or per path (raw), images of at most 40 × 40
-pixels, a deadline per example, and no example database written to disk.
+What the fuzz found is pinned below it as a plain test (a Content-Length of non-ASCII digits).
+
+Bounded: at most 50 examples per operation (schema) or per path (raw), images of at most 80 × 80
+pixels (the app's limit is 64 × 64: larger ones test the 413), a deadline per example, and no
+example database written to disk. About 10 s on two CPU cores.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
@@ -53,7 +57,7 @@ try:
 except ImportError:  # the test extra installs it; without it the raw fuzz still runs
     schemathesis = None
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOKEN = "fuzz-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -92,12 +96,18 @@ FUZZ_SETTINGS = settings(
     max_examples=50,
     deadline=EXAMPLE_DEADLINE,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,  # schemathesis filters its draws
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 
 
 def _segmenter(in_channels: int = 3) -> Segmenter:
-    torch.manual_seed(0)
+    with torch.random.fork_rng():  # seeded weights, the global generator left as it was
+        torch.manual_seed(0)
+        conv = nn.Conv2d(in_channels, 3, 1)
     meta = ModelMeta(
         arch="unet",
         num_classes=3,
@@ -108,7 +118,7 @@ def _segmenter(in_channels: int = 3) -> Segmenter:
         std=[0.25] * in_channels,
         dataset="toy",
     )
-    return Segmenter(nn.Conv2d(in_channels, 3, 1), meta, device="cpu")
+    return Segmenter(conv, meta, device="cpu")
 
 
 def _app(in_channels: int = 3) -> FastAPI:
@@ -203,6 +213,7 @@ _JUNK_VALUES = st.one_of(
     st.sampled_from(["", "TRUE", "null", "-1", "1e309", "nan", "[]", "png,json", "slide "]),
     st.text(_PRINTABLE, max_size=20),
 )
+_ASCII_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 _JUNK_CONTENT_TYPES = st.one_of(
     st.sampled_from(
         [
@@ -215,7 +226,7 @@ _JUNK_CONTENT_TYPES = st.one_of(
             ";",
         ]
     ),
-    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+    _ASCII_TEXT,
 )
 _JUNK_AUTHORIZATIONS = st.one_of(
     st.sampled_from(["Bearer", "Bearer ", "bearer " + TOKEN, "Basic Zm9vOmJhcg==", "Bearer x"]),
@@ -282,6 +293,8 @@ def _requests(draw: st.DrawFn, path: str) -> dict[str, object]:
         headers["Content-Type"] = draw(st.sampled_from(["image/png", "application/octet-stream"]))
     if headers.get("Content-Type") is None:
         headers.pop("Content-Type")
+    if _mischief(draw, 1):  # a declared length that is wrong or no number (ASCII: see below)
+        headers["Content-Length"] = draw(st.integers(0, 10**12).map(str) | _ASCII_TEXT)
     return kw
 
 
@@ -311,3 +324,47 @@ def test_raw_fuzz(client: TestClient, path: str) -> None:
     Image.new("RGB", (8, 6), (255, 0, 0)).save(image, format="PNG")
     r = client.post("/v1/segment", content=image.getvalue(), headers=AUTH)
     assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+
+
+def _asgi_post(app: object, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
+    """The status of ``POST /v1/segment`` sent straight through ASGI, with the header bytes as they
+    are (a test client re-encodes them), as a server that passes any header on would send it."""
+    messages: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/segment",
+        "raw_path": b"/v1/segment",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[operator]
+    return int(messages[0]["status"])  # type: ignore[call-overload]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="serve bug: limits.read_upload takes a Content-Length of '²' (byte 0xB2) for digits "
+    "(str.isdigit) and int() raises: a 500 where a 400 is meant. uvicorn refuses such a header "
+    "itself, so it shows at the ASGI level only",
+)
+def test_content_length_of_non_ascii_digits_is_a_400(client: TestClient) -> None:
+    headers = [
+        (b"authorization", AUTH["Authorization"].encode()),
+        (b"content-type", b"image/png"),
+        (b"content-length", b"\xb2"),
+    ]
+    assert _asgi_post(client.app, headers, b"x") == 400
