@@ -78,10 +78,11 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     cap = max_bytes + (MULTIPART_SLACK if multipart else 0)
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.strip().isdigit():
+        value = declared.strip()
+        if not (value.isascii() and value.isdigit()):  # "²".isdigit() is True, int("²") fails
             raise RequestError(400, f"Content-Length {declared!r} is not a number of bytes")
-        if int(declared) > cap:
-            raise _too_large(int(declared), max_bytes)
+        if int(value) > cap:
+            raise _too_large(int(value), max_bytes)
     stream = _counted(request.stream(), cap, max_bytes)
     if not multipart:
         return b"".join([chunk async for chunk in stream])
