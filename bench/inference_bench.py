@@ -95,14 +95,26 @@ def _memory(sizes: list[int], classes: int) -> list[str]:
     ]
 
 
-def _recipe_model(arch: str) -> tuple[torch.nn.Module, dict]:
+def recipe_model(arch: str) -> tuple[torch.nn.Module, object]:
+    """The ``configs/camvid_<arch>.yaml`` model, randomly initialised (seed 0), and its ModelMeta."""
     import pixelwise as pw
+    from pixelwise.engine.checkpoint import ModelMeta
 
     cfg = pw.load_config(ROOT / "configs" / f"camvid_{arch}.yaml")
     params = {k: v for k, v in cfg.model.params.items() if k != "encoder_weights"}
     torch.manual_seed(0)
     model = pw.create_model(cfg.model.name, num_classes=NUM_CLASSES, **params).eval()
-    return model, params
+    meta = ModelMeta(
+        arch=cfg.model.name,
+        num_classes=NUM_CLASSES,
+        in_channels=3,
+        class_names=[f"c{i}" for i in range(NUM_CLASSES)],
+        colors=[[i, i, i] for i in range(NUM_CLASSES)],
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        model_kwargs=params,
+    )
+    return model, meta
 
 
 def _randomise_zero_layers(model: torch.nn.Module) -> None:
@@ -126,25 +138,14 @@ def _median_ms(fn, repeats: int) -> float:  # noqa: ANN001
 
 
 def _onnx(archs: list[str], repeats: int) -> list[str]:
-    from pixelwise.engine.checkpoint import ModelMeta
     from pixelwise.engine.export import compare_onnx, export_onnx
     from pixelwise.engine.onnx_model import load_onnx
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for arch in archs:
-            model, params = _recipe_model(arch)
+            model, meta = recipe_model(arch)
             _randomise_zero_layers(model)
-            meta = ModelMeta(
-                arch=_arch_name(arch),
-                num_classes=NUM_CLASSES,
-                in_channels=3,
-                class_names=[f"c{i}" for i in range(NUM_CLASSES)],
-                colors=[[i, i, i] for i in range(NUM_CLASSES)],
-                mean=[0.5] * 3,
-                std=[0.5] * 3,
-                model_kwargs=params,
-            )
             path = Path(tmp) / f"{arch}.onnx"
             t = time.perf_counter()
             export_onnx(model, meta, path, sample_size=(256, 320))
@@ -177,12 +178,6 @@ def _onnx(archs: list[str], repeats: int) -> list[str]:
         *rows,
         "",
     ]
-
-
-def _arch_name(recipe: str) -> str:
-    import pixelwise as pw
-
-    return pw.load_config(ROOT / "configs" / f"camvid_{recipe}.yaml").model.name
 
 
 def main(argv: list[str] | None = None) -> int:

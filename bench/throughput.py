@@ -36,6 +36,11 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "bench") not in sys.path:  # imported by path rather than run as a script
+    sys.path.insert(0, str(ROOT / "bench"))
+
+from inference_bench import recipe_model  # noqa: E402
+
 NUM_CLASSES = 11
 SIZE = (360, 480)
 
@@ -59,18 +64,7 @@ def _eager(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> Call
     return run
 
 
-def _recipe(arch: str) -> tuple[nn.Module, str]:
-    import pixelwise as pw
-
-    cfg = pw.load_config(ROOT / "configs" / f"camvid_{arch}.yaml")
-    params = {k: v for k, v in cfg.model.params.items() if k != "encoder_weights"}
-    torch.manual_seed(0)
-    model = pw.create_model(cfg.model.name, num_classes=NUM_CLASSES, **params).eval()
-    return model, cfg.model.name
-
-
 def _recipes(archs: list[str], warmup: int, repeats: int) -> list[str]:
-    from pixelwise.engine.checkpoint import ModelMeta
     from pixelwise.engine.complexity import measure
     from pixelwise.engine.export import export_onnx
     from pixelwise.engine.onnx_model import load_onnx
@@ -79,20 +73,11 @@ def _recipes(archs: list[str], warmup: int, repeats: int) -> list[str]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for arch in archs:
-            model, name = _recipe(arch)
+            model, meta = recipe_model(arch)
             _, flops = measure(model, 3, SIZE)
             model = model.to(memory_format=torch.channels_last)
             fp32 = _ips(_eager(model, x, None), warmup, repeats)
             bf16 = _ips(_eager(model, x, torch.bfloat16), warmup, repeats)
-            meta = ModelMeta(
-                arch=name,
-                num_classes=NUM_CLASSES,
-                in_channels=3,
-                class_names=[f"c{i}" for i in range(NUM_CLASSES)],
-                colors=[[i, i, i] for i in range(NUM_CLASSES)],
-                mean=[0.5] * 3,
-                std=[0.5] * 3,
-            )
             path = Path(tmp) / f"{arch}.onnx"
             export_onnx(model, meta, path)
             onnx_model, _ = load_onnx(path, device="cpu")
