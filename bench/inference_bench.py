@@ -16,7 +16,8 @@ difference, the largest logit (for scale), and the median time of ``--repeats`` 
 *memory* — in a fresh process (one thread), the labels of an ``--memory-size``² RGB image with
 ``--classes`` classes through :func:`pixelwise.engine.tiling.slide_labels` (a per-pixel 1×1 conv
 model, 512-pixel windows, overlap 0.25, Gaussian blending): peak resident memory
-(``ru_maxrss``) before and after, and the time.
+(``VmHWM``; not ``ru_maxrss``, which Linux carries over an exec from the parent) before and after,
+and the time.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 11
 
 _MEMORY_CHILD = r"""
-import resource, sys, time
+import sys, time
 import numpy as np, torch
 from torch import nn
 torch.set_num_threads(1)
@@ -50,12 +51,15 @@ def pre(w):
 @torch.no_grad()
 def logits(x):
     return model(x)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM:"))
+before = hwm()
 t = time.perf_counter()
 labels = slide_labels(image, pre, logits, classes, TileConfig(mode="slide", window=512),
                       lambda b: b.argmax(0))
 seconds = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print(before / 1024, peak / 1024, seconds, labels.shape[0], labels.shape[1])
 """
 
