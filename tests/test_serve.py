@@ -502,6 +502,48 @@ def test_timeout_answers_504_and_serving_goes_on(
     _good(client, seg)
 
 
+def test_stalled_upload_answers_408_and_frees_its_slot(
+    serve: Callable[..., TestClient], seg: Segmenter
+) -> None:
+    """A client that starts an upload and stops sending gets 408 after --timeout; its admission
+    slot is given back and serving goes on."""
+    client = serve(timeout=0.3, queue_size=1, max_batch=1)
+    sent: list[dict] = []
+
+    async def stalled() -> None:
+        calls = 0
+
+        async def receive() -> dict:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                return {"type": "http.request", "body": _png(_image())[:20], "more_body": True}
+            await asyncio.sleep(60)  # never sends the rest
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": "/v1/segment", "raw_path": b"/v1/segment",
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
+            "server": ("testserver", 80),
+            "headers": [(b"host", b"testserver"), (b"content-type", b"image/png")],
+        }
+        await client.app(scope, receive, send)
+
+    t0 = time.perf_counter()
+    client.portal.call(stalled)
+    assert time.perf_counter() - t0 < 10
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 408, body
+    assert "did not arrive within 0.3 s" in body.decode()
+    assert client.app.state.service._admitted == 0
+    _good(client, seg)
+
+
 def test_concurrent_requests_are_micro_batched(
     serve: Callable[..., TestClient], spy: _Spy, seg: Segmenter
 ) -> None:

@@ -43,7 +43,7 @@ from ..engine.tta import TTAConfig
 from ..engine.visualize import mask_image, overlay_with_legend
 from ..errors import PixelwiseError
 from .batching import InferenceOptions, MicroBatcher, QueueFull, Stopped
-from .limits import RequestError, decode, read_upload
+from .limits import RequestError, decode, quiet_pillow, read_upload
 from .metrics import CONTENT_TYPE, ServeMetrics
 from .schemas import ErrorBody, ModelList, SegmentResult, Status
 from .settings import ServeSettings
@@ -353,6 +353,7 @@ def create_app(
         The app; its start-up (lifespan) starts the worker thread, its shutdown stops it.
     """
     settings = settings or ServeSettings()
+    quiet_pillow()
     paths = ["/v1/segment", "/v1/models", "/healthz", "/readyz", "/metrics", "/openapi.json"]
     service = _Service(segmenter, settings, [*paths, *_PAGE_FILES])
     app = FastAPI(
@@ -387,6 +388,7 @@ def create_app(
             400: "Empty, truncated or corrupt image; malformed multipart body.",
             401: "Missing or wrong bearer token (when the server has one).",
             413: "Upload over --max-upload-mb, or image over --max-pixels.",
+            408: "The upload did not arrive within --timeout seconds.",
             415: "Not an image, or a content type other than multipart, image/*, octet-stream.",
             422: "An unsupported option value, or an unknown option.",
             503: "The queue is full (see Retry-After), or the model is not ready.",
@@ -463,7 +465,14 @@ def create_app(
             raise RequestError(422, "mask=rle needs format=json (format=png returns the mask)")
         seg = service.require_ready()
         with service.admit():
-            data = await read_upload(request, settings.max_upload_bytes)
+            try:  # a slow or stalled upload must not hold its queue slot forever
+                data = await asyncio.wait_for(
+                    read_upload(request, settings.max_upload_bytes), settings.timeout
+                )
+            except asyncio.TimeoutError:
+                raise RequestError(
+                    408, f"the upload did not arrive within {settings.timeout:g} s (--timeout)"
+                ) from None
             image = await run_in_threadpool(
                 decode, data, max_pixels=settings.max_pixels, channels=seg.meta.in_channels
             )

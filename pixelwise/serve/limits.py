@@ -103,6 +103,14 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     return data
 
 
+def quiet_pillow() -> None:
+    """Silence Pillow's DecompressionBombWarning for the whole process (the server's choice: it
+    checks ``max_pixels`` itself before decoding; Pillow's hard limit still raises). A process-wide
+    filter, set once, because ``warnings.catch_warnings`` is not thread-safe and decoding runs in
+    worker threads."""
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def decode(data: bytes, *, max_pixels: int, channels: int = 3) -> np.ndarray:
     """Decode image bytes as uint8 H×W×channels, checking the size in the header first.
 
@@ -114,10 +122,7 @@ def decode(data: bytes, *, max_pixels: int, channels: int = 3) -> np.ndarray:
     if not data:
         raise RequestError(400, "the upload is empty (0 bytes): send an image file")
     try:
-        with warnings.catch_warnings():
-            # the pixel limit is max_pixels, checked below; Pillow's own limit still raises
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+        im = Image.open(io.BytesIO(data))  # Pillow's warning is silenced by quiet_pillow()
     except UnidentifiedImageError:
         raise RequestError(
             415, f"the upload ({len(data)} bytes) is not an image in a format Pillow reads"
