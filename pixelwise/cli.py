@@ -44,6 +44,12 @@ _ModelOption = Annotated[
 ]
 
 
+def _printable(text: str) -> str:
+    """``text`` with undecodable file-name bytes (surrogate escapes) shown as ``\\xNN``: a file
+    name that is not UTF-8 must not turn an error message into a UnicodeEncodeError."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class _Failed(Exception):
     """Some inputs failed; already reported. Exit code 1."""
 
@@ -121,6 +127,20 @@ def _segmenter(
     return Segmenter.from_checkpoint(model, device=device, crf=crf, tta=tta_cfg, tiling=tiling)
 
 
+def _processes(device: str):  # noqa: ANN202 - (DistContext, str), imported lazily
+    """Under torchrun, join the process group (left in :func:`main`) and return this process's
+    context and device setting (its own GPU: ``cuda:LOCAL_RANK``); ranks other than 0 log warnings
+    only. Without torchrun: a single process's context and ``device`` unchanged."""
+    from .engine.distributed import init_distributed, local_device
+
+    ctx = init_distributed(device)
+    if not ctx.enabled:
+        return ctx, device
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    return ctx, str(local_device(device, ctx))
+
+
 def _inference_note(seg) -> str:  # noqa: ANN001
     parts = []
     if seg.tta is not None:
@@ -155,15 +175,33 @@ def train(
         Path | None, typer.Option(help="Output folder [default: runs/<recipe name>].")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly.")] = False,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            help="Deterministic algorithms only: bit-identical reruns on CPU (train.deterministic)."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Train a model from a recipe; writes best.ckpt, last.ckpt, metrics.csv, curves.png."""
+    """Train a model from a recipe; writes best.ckpt, last.ckpt, metrics.csv, curves.png.
+    Ctrl-C saves a resumable last.ckpt at the next step and exits with status 130."""
     from .config import load_config
     from .engine import train as run_train
 
-    cfg = load_config(config, set_ or [])
+    cfg = load_config(
+        config, [*(set_ or []), *(["train.deterministic=true"] if deterministic else [])]
+    )
+    ctx, _ = _processes(cfg.train.device)  # torchrun: DistributedDataParallel
     out_dir = out or Path("runs") / config.stem
-    result = run_train(cfg, out_dir, resume=resume, progress=not quiet)
+    from .engine.guard import TrainingInterrupted
+
+    try:
+        result = run_train(cfg, out_dir, resume=resume, progress=not quiet)
+    except TrainingInterrupted as exc:  # Ctrl-C: saved where it stopped; say so in one line
+        err_console.print(_printable(str(exc)), highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    if not ctx.is_main:
+        return
     best = "—" if result.best_miou is None else f"{100 * result.best_miou:.2f}%"
     console.print(
         f"trained {result.epochs_run} epoch(s), {result.steps} steps in {result.seconds:.0f}s; "
@@ -197,6 +235,7 @@ def evaluate(
     from .engine import evaluate as run_evaluate
     from .engine import report_dict, write_report
 
+    ctx, device = _processes(device)  # torchrun: each process scores a share, matrices summed
     seg = _segmenter(
         model,
         device=device,
@@ -210,14 +249,22 @@ def evaluate(
         max_whole_pixels=max_whole_pixels,
     )
     spec = load_dataset_spec(data)
-    console.print(
-        f"dataset {spec.name}: {spec.num_classes} classes, from {spec.source}",
-        highlight=False,
-        markup=False,
-    )
+    if ctx.is_main:
+        console.print(
+            f"dataset {spec.name}: {spec.num_classes} classes, from {spec.source}",
+            highlight=False,
+            markup=False,
+        )
     result = run_evaluate(
-        seg, spec, split, batch_size=batch_size, num_workers=workers, progress=not quiet
+        seg,
+        spec,
+        split,
+        batch_size=batch_size,
+        num_workers=workers,
+        progress=not quiet and ctx.is_main,
     )
+    if not ctx.is_main:
+        return
     rep = report_dict(result)
     table = Table(title=f"{rep['dataset']} / {split}: {rep['num_images']} images")
     for col in ("class", "IoU %", "Dice %", "Acc %", "pixels"):
@@ -279,6 +326,7 @@ def predict(
     TIFF inputs give <name>.tif (a GeoTIFF lined up with a georeferenced source)."""
     from .engine import predict_files
 
+    ctx, device = _processes(device)  # torchrun: each process writes its share of the outputs
     seg = _segmenter(
         model,
         device=device,
@@ -301,13 +349,16 @@ def predict(
         overwrite=overwrite,
         batch_size=batch_size,
         num_workers=workers,
-        progress=not quiet,
+        progress=not quiet and ctx.is_main,
     )
+    if not ctx.is_main:
+        return
     for path, reason in summary.failed:
         err_console.print(
-            f"skipped: {reason if path in reason else f'{path}: {reason}'}",
+            _printable(f"skipped: {reason if path in reason else f'{path}: {reason}'}"),
             highlight=False,
             markup=False,
+            soft_wrap=True,  # one line per input, however long its path
         )
     note = _inference_note(seg)
     skipped = (
@@ -493,7 +544,7 @@ def demo(
         )
     for path, reason in result.failed:
         err_console.print(
-            f"skipped: {reason if path in reason else f'{path}: {reason}'}",
+            _printable(f"skipped: {reason if path in reason else f'{path}: {reason}'}"),
             highlight=False,
             markup=False,
             soft_wrap=True,
@@ -530,8 +581,21 @@ def data_validate(
     split: Annotated[
         list[str] | None, typer.Option(help="Split(s) to check [default: all].")
     ] = None,
+    decode_images: Annotated[
+        bool,
+        typer.Option(
+            "--decode-images/--headers",
+            help="Decode every image as training does, or (default) read PNG/JPEG sizes from their "
+            "headers after checking the file is whole. Masks are always decoded.",
+        ),
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="Reader threads [default: cores + 2, at most 8].")
+    ] = None,
 ) -> None:
     """Check every image and mask of a dataset; list every problem; non-zero exit on any."""
+    import time
+
     from .data import check_split, load_dataset_spec
 
     spec = load_dataset_spec(data)
@@ -542,14 +606,153 @@ def data_validate(
     )
     problems = 0
     for name in split or list(spec.splits):
-        rep = check_split(spec, name)
+        t0 = time.perf_counter()
+        rep = check_split(spec, name, workers=workers, decode_images=decode_images)
+        seconds = time.perf_counter() - t0
         problems += len(rep.problems)
         for p in rep.problems:
-            err_console.print(f"problem: {p}", highlight=False, markup=False)
+            err_console.print(
+                _printable(f"problem: {p}"), highlight=False, markup=False, soft_wrap=True
+            )
         status = "ok" if rep.ok else f"{len(rep.problems)} problem(s)"
-        console.print(f"split {name}: {rep.num_images} images, {status}")
+        console.print(f"split {name}: {rep.num_images} images, {status} ({seconds:.1f} s)")
     if problems:
         raise _Failed
+
+
+@data_app.command("inspect")
+def data_inspect(
+    data: Annotated[Path, typer.Argument(help="Dataset YAML or folder.")],
+    split: Annotated[
+        list[str] | None, typer.Option(help="Split(s) to inspect [default: all].")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for inspect.txt, inspect.json and inspect.png [default: none]."),
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Sample overlays in the figure.")] = 8,
+    workers: Annotated[
+        int | None, typer.Option(help="Reader threads [default: cores + 2, at most 8].")
+    ] = None,
+) -> None:
+    """Counts, sizes, class frequencies and presence, empty masks, mask values found vs declared and
+    images shared between splits; as text, and with --out as JSON and a PNG figure. Exit 1 when a
+    file is unreadable or a mask holds undeclared values."""
+    from .data import load_dataset_spec
+    from .data.inspect import inspect_dataset, report_text, write_reports
+
+    spec = load_dataset_spec(data)
+    report = inspect_dataset(spec, split, workers=workers)
+    for line in report_text(report).splitlines():
+        console.print(_printable(line), highlight=False, markup=False, soft_wrap=True)
+    if out is not None:
+        for path in write_reports(report, spec, out, samples=samples):
+            console.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
+    if any(r["problems"] for r in report["splits"].values()):
+        raise _Failed
+
+
+@data_app.command("convert")
+def data_convert(
+    data: Annotated[Path, typer.Argument(help="Dataset YAML or folder (any supported format).")],
+    out: Annotated[Path, typer.Option(help="A new folder for the converted dataset.")],
+    to: Annotated[
+        str, typer.Option(help="Masks written: index (grey), palette (indexed colour) or rgb.")
+    ] = "index",
+    split: Annotated[
+        list[str] | None, typer.Option(help="Split(s) to convert [default: all].")
+    ] = None,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="Remap raw mask values before decoding, OLD:NEW (e.g. 255:1); repeat or "
+            "comma-separate.",
+        ),
+    ] = None,
+    ignore_color: Annotated[
+        str, typer.Option(help="R,G,B of unlabelled pixels in rgb masks.")
+    ] = "0,0,0",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and count everything; write nothing.")
+    ] = False,
+    workers: Annotated[int | None, typer.Option(help="Reader threads.")] = None,
+) -> None:
+    """Rewrite masks in another encoding (colour ↔ index, polygons → masks, remapped values) into a
+    new folder with list files and a dataset.yaml; never over the source."""
+    from .data import load_dataset_spec
+    from .data.convert import convert_dataset, parse_value_map
+    from .errors import PixelwiseError
+
+    try:
+        rgb = tuple(int(v) for v in ignore_color.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise PixelwiseError(f"--ignore-color {ignore_color!r}: expected R,G,B in 0..255")
+    spec = load_dataset_spec(data)
+    plan = convert_dataset(
+        spec,
+        out,
+        splits=split,
+        to=to,  # type: ignore[arg-type]
+        value_map=parse_value_map(map_ or []),
+        ignore_color=rgb,  # type: ignore[arg-type]
+        dry_run=dry_run,
+        workers=workers,
+    )
+    for line in plan.summary(spec).splitlines():
+        target = err_console if line.startswith("problem:") else console
+        target.print(_printable(line), highlight=False, markup=False, soft_wrap=True)
+    if plan.problems:
+        if not dry_run:
+            err_console.print(f"nothing written to {out}", highlight=False, markup=False)
+        raise _Failed
+
+
+@data_app.command("split")
+def data_split(
+    data: Annotated[Path, typer.Argument(help="Dataset YAML or folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for <split>.txt list files and dataset.yaml.")],
+    source: Annotated[
+        str, typer.Option("--from", help="The split whose samples are divided.")
+    ] = "all",
+    names: Annotated[
+        str, typer.Option(help="New split names, comma-separated.")
+    ] = "train,val,test",
+    ratios: Annotated[str, typer.Option(help="Their ratios, comma-separated.")] = "0.7,0.15,0.15",
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same splits.")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Reader threads.")] = None,
+) -> None:
+    """Split a dataset by ratio, stratified by class presence (iterative stratification),
+    reproducibly by seed; writes list files and a dataset.yaml using them."""
+    from .data import load_dataset_spec
+    from .data.split import parse_ratios, split_dataset
+
+    spec = load_dataset_spec(data)
+    split_names = [n.strip() for n in names.split(",") if n.strip()]
+    summary = split_dataset(
+        spec,
+        out,
+        source=source,
+        names=split_names,
+        ratios=parse_ratios(ratios, split_names),
+        seed=seed,
+        workers=workers,
+    )
+    table = Table(title=f"{spec.name} / {source} → {', '.join(split_names)} (seed {seed})")
+    table.add_column("class")
+    for n in split_names:
+        table.add_column(f"{n} ({summary['splits'][n]['groups']})", justify="right")
+    for c in spec.class_names:
+        table.add_row(c, *(str(summary["splits"][n]["class_presence"][c]) for n in split_names))
+    console.print(table)
+    console.print(
+        f"wrote {out}/{{{','.join(split_names)}}}.txt and {out}/dataset.yaml",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @data_app.command("weights")
@@ -568,7 +771,9 @@ def data_weights(
     spec = load_dataset_spec(data)
     rep = check_split(spec, split)
     for p in rep.problems:
-        err_console.print(f"problem: {p}", highlight=False, markup=False)
+        err_console.print(
+            _printable(f"problem: {p}"), highlight=False, markup=False, soft_wrap=True
+        )
     weights = {
         s: class_weights(s, rep.class_pixels, image_pixels=rep.class_image_pixels, beta=beta)
         for s in WEIGHT_SCHEMES
@@ -677,6 +882,13 @@ def _root(
     """pixelwise: semantic segmentation toolkit."""
 
 
+def _leave_processes() -> None:
+    """Leave the process group a torchrun command joined (:func:`_processes`), if any."""
+    dist = sys.modules.get("torch.distributed")  # never import torch to find nothing to close
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning exceptions into one line unless ``--debug`` is given."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -686,7 +898,10 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(message)s"
     )
     try:
-        app(args=args, prog_name="pixelwise", standalone_mode=False)
+        try:
+            code = app(args=args, prog_name="pixelwise", standalone_mode=False)
+        finally:
+            _leave_processes()
     except _Failed:
         sys.exit(1)
     except KeyboardInterrupt:
@@ -711,8 +926,12 @@ def main(argv: list[str] | None = None) -> None:
 
         if not isinstance(exc, PixelwiseError):
             msg = f"{type(exc).__name__}: {msg} (run with --debug for the traceback)"
-        err_console.print(f"error: {msg}", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(
+            _printable(f"error: {msg}"), highlight=False, markup=False, soft_wrap=True
+        )
         sys.exit(2)
+    if isinstance(code, int) and code:  # typer.Exit(N), and Ctrl-C, which typer turns into 130
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

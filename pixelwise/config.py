@@ -110,7 +110,7 @@ class ScheduleConfig(_Strict):
 class TrainConfig(_Strict):
     epochs: int = 50
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
-    batch_size: int = 8
+    batch_size: int = 8  # per process; effective batch = batch_size × grad_accum × processes
     grad_accum: int = 1
     eval_batch_size: int = 4
     num_workers: int = 2
@@ -119,6 +119,12 @@ class TrainConfig(_Strict):
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     channels_last: bool = False
+    # torch.use_deterministic_algorithms: bit-identical reruns on CPU (docs/reliability.md)
+    deterministic: bool = False
+    # several processes (torchrun): optim.lr is the rate for one process's batch; linear
+    # multiplies it by the number of processes (Goyal et al. 2017), none keeps it
+    lr_scaling: Literal["none", "linear"] = "none"
+    sync_batchnorm: bool = False  # SyncBatchNorm across GPU processes; plain BatchNorm in one
 
 
 class RunConfig(_Strict):

@@ -55,8 +55,8 @@ def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     real_save = train_mod.save_checkpoint
     calls = {"last": 0}
 
-    def interrupted_save(path, payload):  # noqa: ANN001
-        real_save(path, payload)
+    def interrupted_save(path, payload, **kw):  # noqa: ANN001, ANN003
+        real_save(path, payload, **kw)
         if Path(path).name == "last.ckpt":
             calls["last"] += 1
             if calls["last"] == 1:

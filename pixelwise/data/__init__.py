@@ -1,7 +1,10 @@
-"""Datasets: definitions (YAML or inferred), readers, mask decoding, transforms and checks."""
+"""Datasets: definitions (YAML or inferred), format readers, mask decoding, transforms, checks, and\nthe tools behind ``pixelwise data`` (inspect, convert, split)."""
 
 from .classes import IGNORE_INDEX, ClassInfo
+from .convert import convert_dataset
 from .dataset import SameSizeBatchSampler, SegmentationDataset, load_pair
+from .formats import DatasetFormat, get_format, list_formats, register_format
+from .inspect import inspect_dataset
 from .io import read_image, read_mask, write_png
 from .spec import (
     DatasetSpec,
@@ -13,12 +16,20 @@ from .spec import (
     load_dataset_spec,
     resolve_split,
 )
+from .split import split_dataset
 from .transforms import build_eval_transform, build_train_transform, default_normalization
 from .validate import SplitReport, check_dataset, check_split
 
 __all__ = [
     "IGNORE_INDEX",
     "ClassInfo",
+    "DatasetFormat",
+    "convert_dataset",
+    "get_format",
+    "inspect_dataset",
+    "list_formats",
+    "register_format",
+    "split_dataset",
     "DatasetSpec",
     "MaskSpec",
     "Sample",

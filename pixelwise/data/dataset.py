@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import PixelwiseError
-from .io import image_size, read_image, read_mask
+from .formats import read_sample_image, read_sample_mask
+from .io import image_size
 from .spec import DatasetSpec, Sample, decode_mask, resolve_split
 from .transforms import to_tensor
 
@@ -20,16 +21,21 @@ __all__ = ["SegmentationDataset", "SameSizeBatchSampler", "load_pair"]
 
 def load_pair(sample: Sample, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray | None]:
     """Read an image and its decoded mask; raise if they disagree in size or the mask is invalid."""
-    image = read_image(sample.image, spec.image_channels)
+    image = read_sample_image(sample, spec)
     if sample.mask is None:
         return image, None
-    labels, bad = decode_mask(read_mask(sample.mask, as_rgb=spec.mask.encoding == "rgb"), spec)
+    try:
+        labels, bad = decode_mask(read_sample_mask(sample, spec), spec)
+    except PixelwiseError as exc:
+        if str(sample.mask) in str(exc):
+            raise
+        raise PixelwiseError(f"{sample.mask}: {exc}") from None
     if bad:
         vals = ", ".join(f"{v} ({n} px)" for v, n in bad.items())
-        raise PixelwiseError(f"{sample.mask}: mask values outside the declared classes: {vals}")
+        raise PixelwiseError(f"{sample.where}: mask values outside the declared classes: {vals}")
     if labels.shape != image.shape[:2]:
         raise PixelwiseError(
-            f"{sample.mask}: mask size {labels.shape[1]}x{labels.shape[0]} != image size "
+            f"{sample.where}: mask size {labels.shape[1]}x{labels.shape[0]} != image size "
             f"{image.shape[1]}x{image.shape[0]} ({sample.image.name})"
         )
     return image, labels

@@ -2,13 +2,15 @@
 
 Images: EXIF orientation is applied; grayscale, palette, RGBA/LA (alpha dropped), CMYK and 16-bit images
 are converted explicitly to 8-bit RGB (or 8-bit grayscale when one channel is asked for). 16-bit images
-are scaled by 255/65535. Truncated or unreadable files raise :class:`PixelwiseError` naming the file.
+are scaled by 255/65535. Empty, truncated or unreadable files, decompression bombs and symbolic-link
+loops raise :class:`PixelwiseError` naming the file (docs/reliability.md).
 TIFFs (including BigTIFF, planar, multi-band and float) go through :func:`pixelwise.data.rasters.read_raster`,
 so training and prediction convert them by the same rules.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import warnings
@@ -46,6 +48,8 @@ IMAGE_EXTENSIONS = (
 
 def _open(path: str | os.PathLike[str]) -> Image.Image:
     p = Path(path)
+    if p.is_file() and p.stat().st_size == 0:
+        raise PixelwiseError(f"{p}: empty file (0 bytes), not an image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -60,7 +64,11 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
         raise PixelwiseError(f"{p}: not a readable image (unknown or corrupt format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PixelwiseError(f"{p}: image too large to decode safely ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PixelwiseError(f"{p}: symbolic link loop, not an image") from None
+        raise PixelwiseError(f"{p}: cannot decode image ({exc})") from None
+    except (SyntaxError, ValueError) as exc:
         raise PixelwiseError(f"{p}: cannot decode image ({exc})") from None
 
 

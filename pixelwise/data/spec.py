@@ -16,16 +16,18 @@ Example (CamVid)::
 Mask encodings: ``index`` (pixel value = class id), ``value_map`` (each class's ``mask_value``, e.g. EM
 masks 0 → 0, 255 → 1), ``rgb`` (colour-coded masks through the class colours), ``binary`` (lossy 0/255
 masks such as JPEG, thresholded). A folder holding ``images/`` and ``masks/`` needs no YAML at all: see
-:func:`infer_spec`.
+:func:`infer_spec`. ``format:`` names a dataset family (VOC, Cityscapes, COCO, NIfTI, ...) whose
+defaults fill in the rest: see :mod:`pixelwise.data.formats`.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -56,6 +58,8 @@ class MaskSpec(BaseModel):
     ignore_index: int | None = None  # raw value meaning "unlabelled" (index, value_map)
     ignore_color: tuple[int, int, int] | None = None  # colour meaning "unlabelled" (rgb)
     threshold: int = 128  # binary: value >= threshold is class 1
+    # more raw values meaning "unlabelled" (index, value_map), e.g. Cityscapes' non-train label ids
+    ignore_values: list[int] = Field(default_factory=list)
 
 
 class SplitSpec(BaseModel):
@@ -83,6 +87,8 @@ class DatasetSpec(BaseModel):
 
     name: str = "dataset"
     root: Path
+    format: str = "folders"  # a registered dataset format (pixelwise.data.formats)
+    options: dict[str, Any] = Field(default_factory=dict)  # the format's options, e.g. {axis: 2}
     image_channels: Literal[1, 3] = 3
     classes: list[ClassInfo]
     mask: MaskSpec = MaskSpec()
@@ -130,8 +136,17 @@ class DatasetSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Sample:
+    """One image and its labels: ``index`` picks an item inside a container file (a COCO or CVAT
+    image id, a slice of a volume) where the format has one."""
+
     image: Path
     mask: Path | None
+    index: int | None = None
+
+    @property
+    def where(self) -> str:
+        """The mask file for messages, with the item inside it (``ann.json [item 3]``)."""
+        return f"{self.mask}" + (f" [item {self.index}]" if self.index is not None else "")
 
 
 def load_dataset_spec(path: str | os.PathLike[str]) -> DatasetSpec:
@@ -151,6 +166,8 @@ def load_dataset_spec(path: str | os.PathLike[str]) -> DatasetSpec:
         root = Path(os.path.expanduser(os.path.expandvars(raw["root"])))
         raw["root"] = root if root.is_absolute() else (p.parent / root)
     raw.setdefault("root", p.parent)
+    if "format" in raw or "options" in raw:
+        raw = _with_format_defaults(raw, str(p))
     try:
         spec = DatasetSpec(**{**raw, "source": str(p)})
     except ValidationError as exc:
@@ -158,6 +175,27 @@ def load_dataset_spec(path: str | os.PathLike[str]) -> DatasetSpec:
     if not spec.root.is_dir():
         raise PixelwiseError(f"{p}: dataset root {spec.root} is not a folder")
     return spec
+
+
+def _with_format_defaults(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """The YAML mapping with its format's defaults filled in under the user's own keys."""
+    from .formats import get_format
+    from .formats._common import merged_options
+
+    try:
+        fmt = get_format(str(raw.get("format", "folders")))
+    except PixelwiseError as exc:
+        raise PixelwiseError(f"{where}: {exc}") from None
+    options = raw.get("options") or {}
+    if not isinstance(options, dict):
+        raise PixelwiseError(f"{where}: options must be a mapping, got {options!r}")
+    merged_options(fmt.name, fmt.options, options, where)
+    if fmt.defaults is None:
+        return raw
+    root = Path(raw["root"])
+    if not root.is_dir():
+        raise PixelwiseError(f"{where}: dataset root {root} is not a folder")
+    return {**fmt.defaults(root, dict(options)), **raw}
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -168,9 +206,40 @@ def _list_images(folder: Path) -> list[Path]:
     )
 
 
+def _unreadable_links(folder: Path) -> list[str]:
+    """Problems for image-named symbolic links that lead nowhere (broken, or a loop)."""
+    if not folder.is_dir():
+        return []
+    return [
+        f"{f}: {'symbolic link loop' if f.is_symlink() and _loops(f) else 'broken symbolic link'}"
+        ", not an image"
+        for f in sorted(folder.iterdir())
+        if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_symlink() and not f.exists()
+    ]
+
+
+def _loops(link: Path) -> bool:
+    try:
+        link.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop so
+        return True
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def resolve_split(spec: DatasetSpec, name: str) -> tuple[list[Sample], list[str]]:
     """The samples of a split, and the problems found while pairing them (e.g. a missing mask)."""
     split = spec.split(name)
+    if spec.format != "folders":
+        from .formats import get_format
+
+        fmt = get_format(spec.format)
+        if fmt.resolve is not None:
+            samples, problems = fmt.resolve(spec, name, split)
+            if not samples:
+                problems.append(f"split {name!r} of {spec.source}: no images (empty split)")
+            return samples, problems
     root = spec.root
     samples: list[Sample] = []
     problems: list[str] = []
@@ -179,7 +248,9 @@ def resolve_split(spec: DatasetSpec, name: str) -> tuple[list[Sample], list[str]
         list_file = root / rel
         if not list_file.is_file():
             raise PixelwiseError(f"{list_file}: split list file not found (split {name!r})")
-        for lineno, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), 1):
+        # surrogateescape: a file name that is not UTF-8 maps to the same bytes on disk
+        text = list_file.read_text(encoding="utf-8", errors="surrogateescape")
+        for lineno, line in enumerate(text.splitlines(), 1):
             fields = line.split()
             if not fields or line.lstrip().startswith("#"):
                 continue
@@ -191,6 +262,9 @@ def resolve_split(spec: DatasetSpec, name: str) -> tuple[list[Sample], list[str]
             samples.append(Sample(image, mask))
     if split.images is not None:
         images = _list_images(root / split.images)  # type: ignore[operator]
+        problems.extend(_unreadable_links(root / split.images))  # type: ignore[operator]
+        if split.masks is not None:
+            problems.extend(_unreadable_links(root / split.masks))
         masks: dict[str, Path] = {}
         if split.masks is not None:
             masks = {m.stem: m for m in _list_images(root / split.masks)}
@@ -229,6 +303,9 @@ def _lut(spec: DatasetSpec, size: int) -> np.ndarray:
                 lut[c.mask_value] = i
     if spec.mask.ignore_index is not None and 0 <= spec.mask.ignore_index < size:
         lut[spec.mask.ignore_index] = IGNORE_INDEX
+    for v in spec.mask.ignore_values:
+        if 0 <= v < size:
+            lut[v] = IGNORE_INDEX
     return lut
 
 
@@ -298,6 +375,18 @@ def infer_spec(folder: str | os.PathLike[str]) -> DatasetSpec:
     exist); colour masks → one class per colour found. ``spec.source`` says what was inferred.
     """
     root = Path(folder)
+    from .formats import detect_format
+
+    fmt = detect_format(root)
+    if fmt is not None and fmt.defaults is not None:
+        raw = fmt.defaults(root, {})
+        source = f"{root} (detected format {fmt.name!r})"
+        try:
+            return DatasetSpec(
+                **{"name": root.name, **raw, "root": root, "format": fmt.name, "source": source}
+            )
+        except ValidationError as exc:
+            raise PixelwiseError(pydantic_message(exc, source)) from None
     splits: dict[str, SplitSpec] = {}
     if (root / "images").is_dir() and (root / "masks").is_dir():
         stems = [p.stem for p in _list_images(root / "images")]

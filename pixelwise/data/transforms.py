@@ -1,11 +1,12 @@
 """Joint image/mask transforms, built on albumentations.
 
-Training: random scale, pad (image 0, mask ignore) to the crop size, random crop, horizontal flip,
-optional colour jitter, normalise. Evaluation: normalise only, at the image's own size.
+Training: random scale (images too small to be scaled down are padded first), pad (image 0, mask
+ignore) to the crop size, random crop, horizontal flip, optional colour jitter, normalise. Evaluation: normalise only, at the image's own size.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import albumentations as A
@@ -48,6 +49,17 @@ def build_train_transform(
     ops: list[A.BasicTransform] = []
     lo, hi = float(scale[0]), float(scale[1])
     if (lo, hi) != (1.0, 1.0):
+        if lo < 1.0:  # a 1-pixel-high image would shrink to nothing: pad it first (mask ignored)
+            side = math.ceil(1.0 / lo) + 1
+            ops.append(
+                A.PadIfNeeded(
+                    min_height=side,
+                    min_width=side,
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                    fill_mask=IGNORE_INDEX,
+                )
+            )
         ops.append(A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0))
     if crop_size is not None:
         h, w = int(crop_size[0]), int(crop_size[1])

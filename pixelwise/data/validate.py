@@ -5,15 +5,19 @@ image, and holding only declared values. Problems are collected for the whole sp
 from __future__ import annotations
 
 import os
+import warnings
+import zlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..errors import PixelwiseError
 from .classes import IGNORE_INDEX
-from .io import read_image, read_mask
+from .formats import get_format, read_sample_image, read_sample_mask
 from .spec import DatasetSpec, Sample, decode_mask, resolve_split
 
 __all__ = ["SplitReport", "check_split", "check_dataset"]
@@ -36,33 +40,112 @@ class SplitReport:
         return not self.problems
 
 
+def _png_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) of a PNG whose every chunk is present with a correct CRC up to IEND, read
+    without inflating its pixels; None for anything else (an eXIf orientation chunk included)."""
+    data = path.read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    pos, size = 8, None
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        end = pos + 12 + length
+        if end > len(data):
+            return None  # truncated
+        kind = data[pos + 4 : pos + 8]
+        if zlib.crc32(data[pos + 4 : pos + 8 + length]) != int.from_bytes(
+            data[end - 4 : end], "big"
+        ):
+            return None  # corrupt
+        if kind == b"IHDR" and length >= 8:
+            size = (
+                int.from_bytes(data[pos + 12 : pos + 16], "big"),
+                int.from_bytes(data[pos + 8 : pos + 12], "big"),
+            )
+        elif kind == b"eXIf":
+            return None  # may rotate the image: the full reader decides
+        elif kind == b"IEND":
+            return size
+        pos = end
+    return None
+
+
+def _probe_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) of a PNG or JPEG from its header, after checking the file is whole (PNG: every
+    chunk's CRC up to IEND; JPEG: the end-of-image marker) without decoding its pixels. None where
+    that is not enough to be sure (other formats, anything unusual): the caller decodes the image."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".png":
+            size = _png_size(path)
+        elif suffix in (".jpg", ".jpeg"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    if im.format != "JPEG":
+                        return None
+                    w, h = im.size
+                    orientation = im.getexif().get(0x0112, 1)
+            with open(path, "rb") as fh:
+                fh.seek(-2, os.SEEK_END)
+                if fh.read(2) != b"\xff\xd9":
+                    return None
+            size = (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - any doubt: the full reader decides and words the error
+        return None
+    if size is None or 0 in size or size[0] * size[1] > (Image.MAX_IMAGE_PIXELS or 2**62):
+        return None
+    return size
+
+
+def _image_size(sample: Sample, spec: DatasetSpec, decode: bool) -> tuple[int, int]:
+    """The image's (height, width): from its header where that is safe, else by decoding it."""
+    if not decode and get_format(spec.format).read_image is None:  # one image file per sample
+        size = _probe_size(sample.image)
+        if size is not None:
+            return size
+    return read_sample_image(sample, spec).shape[:2]
+
+
 def _check_one(
-    sample: Sample, spec: DatasetSpec
+    sample: Sample, spec: DatasetSpec, decode: bool = True
 ) -> tuple[list[str], dict[str, int], np.ndarray | None]:
     problems: list[str] = []
     try:
-        image = read_image(sample.image, spec.image_channels)
+        height, width = _image_size(sample, spec, decode)
     except PixelwiseError as exc:
         return [str(exc)], {}, None
     if sample.mask is None:
         return [], {}, None
-    if not sample.mask.exists():
-        return [f"{sample.mask}: mask file not found (image {sample.image})"], {}, None
     try:
-        labels, bad = decode_mask(read_mask(sample.mask, as_rgb=spec.mask.encoding == "rgb"), spec)
+        labels, bad = decode_mask(read_sample_mask(sample, spec), spec)
     except PixelwiseError as exc:
-        return [str(exc)], {}, None
-    if labels.shape != image.shape[:2]:
+        msg = str(exc)
+        return [msg if str(sample.mask) in msg else f"{sample.mask}: {msg}"], {}, None
+    if labels.shape != (height, width):
         problems.append(
-            f"{sample.mask}: mask size {labels.shape[1]}x{labels.shape[0]} != image size "
-            f"{image.shape[1]}x{image.shape[0]}"
+            f"{sample.where}: mask size {labels.shape[1]}x{labels.shape[0]} != image size "
+            f"{width}x{height}"
         )
     counts = np.bincount(labels.reshape(-1), minlength=256)
     return problems, bad, counts
 
 
-def check_split(spec: DatasetSpec, split: str, *, workers: int | None = None) -> SplitReport:
-    """Read and check every sample of ``split`` (in parallel threads)."""
+def check_split(
+    spec: DatasetSpec, split: str, *, workers: int | None = None, decode_images: bool = True
+) -> SplitReport:
+    """Read and check every sample of ``split`` (in parallel threads).
+
+    Args:
+        spec: the dataset.
+        split: the split's name.
+        workers: reader threads (default: cores + 2, at most 8).
+        decode_images: decode every image (what training checks). False reads the size of PNG and
+            JPEG images from their headers after checking the file is whole (PNG chunk CRCs, the
+            JPEG end marker), and decodes the others; masks are always decoded.
+    """
     samples, problems = resolve_split(spec, split)
     report = SplitReport(split=split, num_images=len(samples), problems=list(problems))
     bad_values: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -73,13 +156,13 @@ def check_split(spec: DatasetSpec, split: str, *, workers: int | None = None) ->
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for sample, (probs, bad, counts) in zip(
-            samples, pool.map(lambda s: _check_one(s, spec), samples), strict=True
+            samples, pool.map(lambda s: _check_one(s, spec, decode_images), samples), strict=True
         ):
             report.problems.extend(probs)
             for value, n in bad.items():
                 bad_values[value][0] += n
                 bad_values[value][1] += 1
-                bad_files[value].append(str(sample.mask))
+                bad_files[value].append(sample.where)
             if counts is not None:
                 totals += counts
                 labelled = counts[:k]

@@ -22,6 +22,7 @@ from ..data.classes import IGNORE_INDEX
 from ..data.spec import DatasetSpec
 from ..errors import PixelwiseError
 from ..metrics import ConfusionMatrix, SegmentationScores
+from .distributed import DistContext, current_context, reduce_confusion, shard_batches
 from .predictor import Segmenter
 from .tiling import slide_logits
 from .visualize import plot_confusion
@@ -56,15 +57,19 @@ def eval_loader(
     batch_size: int,
     num_workers: int,  # noqa: ANN001
     raw_images: bool = False,
+    shard: DistContext | None = None,
 ) -> DataLoader:
     """Unaugmented loader whose batches hold same-size images only (with ``raw_images``, each batch
-    also holds ``raw``: the uint8 N×H×W×C images, for the dense CRF)."""
+    also holds ``raw``: the uint8 N×H×W×C images, for the dense CRF). With ``shard``, only this
+    process's share of the batches (every image in exactly one process, in the batch one process
+    would give it); ``loader.dataset`` is still the whole split."""
     ds = SegmentationDataset(
         spec, split, build_eval_transform(mean=mean, std=std), raw_images=raw_images
     )
+    batches = SameSizeBatchSampler(ds.samples, batch_size)
     return DataLoader(
         ds,
-        batch_sampler=SameSizeBatchSampler(ds.samples, batch_size),
+        batch_sampler=batches if shard is None else shard_batches(list(batches), shard),
         num_workers=num_workers,
     )
 
@@ -114,6 +119,7 @@ def evaluate(
             f"{spec.num_classes}"
         )
     check_dataset(spec, [split])
+    ctx = current_context()  # under torchrun: this process scores its share, the totals are summed
     loader = eval_loader(
         spec,
         split,
@@ -122,6 +128,7 @@ def evaluate(
         batch_size=batch_size,
         num_workers=num_workers,
         raw_images=segmenter.crf is not None,
+        shard=ctx if ctx.enabled else None,
     )
     if any(s.mask is None for s in loader.dataset.samples):  # type: ignore[attr-defined]
         raise PixelwiseError(f"split {split!r} of {spec.source} has images without masks")
@@ -155,6 +162,7 @@ def evaluate(
         progress=progress,
         labels_fn=None if segmenter.crf is None else crf_labels,
     )
+    cm = reduce_confusion(cm)
     return EvalResult(
         confusion=cm,
         scores=cm.scores(),

@@ -30,6 +30,7 @@ from .._atomic import atomic_path, write_text_atomic
 from ..data.io import IMAGE_EXTENSIONS, read_image, write_png
 from ..data.rasters import GeoRef, is_raster_path, read_raster, write_label_raster
 from ..errors import PixelwiseError
+from .distributed import DistContext, all_gather_objects, current_context, shard
 from .predictor import Prediction, Segmenter
 from .regions import regions_summary
 from .visualize import mask_image, overlay_with_legend
@@ -72,6 +73,11 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
                 p
                 for p in Path(item).rglob("*")
                 if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            )
+            failed.extend(
+                (str(p), "symbolic link loop or broken link, not an image")
+                for p in sorted(Path(item).rglob("*"))
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_symlink() and not p.exists()
             )
             if not files:
                 failed.append((item, "folder holds no images"))
@@ -134,7 +140,8 @@ def predict_files(
     progress: bool = True,
 ) -> PredictSummary:
     """Predict every input image; write ``<stem>.png`` or ``<stem>.tif`` (+ ``_overlay.png``,
-    ``_probs.npy``) in ``out_dir``.
+    ``_probs.npy``) in ``out_dir``. In a process group (torchrun) each process predicts every
+    ``WORLD_SIZE``-th input and writes its own files; the summary returned covers all processes.
 
     Args:
         segmenter: the model and how to run it.
@@ -155,16 +162,19 @@ def predict_files(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths, failed = expand_inputs(inputs)
-    summary = PredictSummary(failed=failed)
+    # under torchrun each process takes its share of the inputs, by position in the whole list
+    # (decided before any output exists, so no process's share depends on another's progress)
+    ctx = current_context()
+    summary = PredictSummary(failed=failed if ctx.is_main else [])
     todo: list[tuple[Path, Path]] = []
-    for path, stem in zip(paths, _output_stems(paths), strict=True):
+    for path, stem in shard(list(zip(paths, _output_stems(paths), strict=True)), ctx):
         target = output_path(out, path, stem)
         if target.exists() and not overwrite:
             summary.skipped.append(target)
         else:
             todo.append((path, target))
     if not todo:
-        return summary
+        return _gathered(summary, ctx)
     loader = DataLoader(
         _Images([p for p, _ in todo], segmenter.meta.in_channels),
         batch_size=None,
@@ -176,18 +186,27 @@ def predict_files(
     t0 = time.perf_counter()
 
     def flush() -> None:
-        preds = segmenter.segment_batch([im for _, im, _ in pending], probs=probs)
-        for (i, image, geo), pred in zip(pending, preds, strict=True):
-            _write(
-                segmenter,
-                image,
-                pred,
-                todo[i][1],
-                geo,
-                overlay=overlay,
-                probs=probs,
-                regions=regions,
-            )
+        try:
+            preds = segmenter.segment_batch([im for _, im, _ in pending], probs=probs)
+        except (PixelwiseError, RuntimeError) as exc:  # this batch fails, the run goes on
+            reason = _one_line(exc)
+            summary.failed.extend((str(todo[i][0]), reason) for i, _, _ in pending)
+            preds = []
+        for (i, image, geo), pred in zip(pending, preds, strict=False):
+            try:
+                _write(
+                    segmenter,
+                    image,
+                    pred,
+                    todo[i][1],
+                    geo,
+                    overlay=overlay,
+                    probs=probs,
+                    regions=regions,
+                )
+            except (PixelwiseError, OSError) as exc:  # e.g. disk full: nothing partial is left
+                summary.failed.append((str(todo[i][0]), f"cannot write output: {_one_line(exc)}"))
+                continue
             summary.written.append(todo[i][1])
         bar.update(len(pending))
         pending.clear()
@@ -206,7 +225,20 @@ def predict_files(
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - t0
-    return summary
+    return _gathered(summary, ctx)
+
+
+def _gathered(summary: PredictSummary, ctx: DistContext) -> PredictSummary:
+    """Every process's summary in one (rank order); the run took as long as its slowest process."""
+    if not ctx.enabled:
+        return summary
+    parts = all_gather_objects(summary)
+    return PredictSummary(
+        written=[p for s in parts for p in s.written],
+        skipped=[p for s in parts for p in s.skipped],
+        failed=[f for s in parts for f in s.failed],
+        seconds=max(s.seconds for s in parts),
+    )
 
 
 def _write(
@@ -220,23 +252,37 @@ def _write(
     probs: bool,
     regions: bool,
 ) -> None:
-    """Overlay and probabilities first, the mask last: the mask marks an input as done."""
+    """Overlay and probabilities first, the mask last: the mask marks an input as done. If any write
+    fails, the side files already written for this input are removed: no input is half done."""
     meta = segmenter.meta
     stem = target.with_suffix("")
-    if overlay and image.shape[0] * image.shape[1] <= MAX_OVERLAY_PIXELS:
-        write_png(
-            f"{stem}_overlay.png",
-            overlay_with_legend(image, pred.labels, meta.colors, meta.class_names),
-        )
-    if probs and pred.probs is not None:
-        with atomic_path(f"{stem}_probs.npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, pred.probs.astype(np.float32))
-    if regions:
-        summary = regions_summary(pred.labels, meta.class_names)
-        write_text_atomic(f"{stem}_regions.json", json.dumps(summary, indent=1) + "\n")
-    if target.suffix == ".tif":
-        write_label_raster(
-            target, pred.labels, meta.colors, None if geo is None else GeoRef.from_dict(geo)
-        )
-    else:
-        write_png(target, mask_image(pred.labels, meta.colors))
+    done: list[Path] = []
+    try:
+        if overlay and image.shape[0] * image.shape[1] <= MAX_OVERLAY_PIXELS:
+            done.append(Path(f"{stem}_overlay.png"))
+            write_png(
+                done[-1],
+                overlay_with_legend(image, pred.labels, meta.colors, meta.class_names),
+            )
+        if probs and pred.probs is not None:
+            done.append(Path(f"{stem}_probs.npy"))
+            with atomic_path(done[-1]) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, pred.probs.astype(np.float32))
+        if regions:
+            summary = regions_summary(pred.labels, meta.class_names)
+            done.append(Path(f"{stem}_regions.json"))
+            write_text_atomic(done[-1], json.dumps(summary, indent=1) + "\n")
+        if target.suffix == ".tif":
+            write_label_raster(
+                target, pred.labels, meta.colors, None if geo is None else GeoRef.from_dict(geo)
+            )
+        else:
+            write_png(target, mask_image(pred.labels, meta.colors))
+    except BaseException:
+        for path in done:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

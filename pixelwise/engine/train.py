@@ -8,6 +8,7 @@ state needed to resume: model, optimizer, scheduler, scaler, epoch, step, RNG st
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
 from .. import __version__
@@ -42,9 +44,25 @@ from ..data.validate import SplitReport
 from ..errors import PixelwiseError
 from ..losses import build_loss, class_weights
 from ..registry import create_model
-from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
+from .checkpoint import ModelMeta, load_checkpoint, read_checksums, save_checkpoint
+from .distributed import (
+    DistContext,
+    all_reduce_sum,
+    current_context,
+    local_device,
+    lr_multiplier,
+    reduce_confusion,
+    sync_batchnorm,
+)
 from .evaluate import confusion_over, eval_loader
-from .runtime import autocast, resolve_amp, resolve_device
+from .guard import (
+    GracefulStop,
+    TrainingInterrupted,
+    deterministic,
+    remove_stale_temp_files,
+    seed_worker,
+)
+from .runtime import autocast, resolve_amp
 from .visualize import plot_curves
 
 __all__ = ["TrainResult", "train", "build_optimizer", "lr_factor", "resolve_class_weights"]
@@ -215,6 +233,27 @@ def _manifest(cfg: RunConfig, device: torch.device, amp: torch.dtype | None, res
     }
 
 
+def _train_sampler(ds: Dataset, ctx: DistContext, seed: int, epoch: int) -> Sampler:
+    """One process: a permutation seeded by ``seed + epoch``. Several (torchrun): this process's
+    share of one permutation per epoch (``DistributedSampler.set_epoch``), padded with repeats so
+    every process takes the same number of steps."""
+    if not ctx.enabled:
+        return RandomSampler(ds, generator=torch.Generator().manual_seed(seed + epoch))
+    sampler = DistributedSampler(
+        ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed
+    )
+    sampler.set_epoch(epoch)
+    return sampler
+
+
+def _no_sync(model: torch.nn.Module, accumulate: bool) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync`` for a forward pass whose gradients are only accumulated (``grad_accum``):
+    the processes average gradients once per optimizer step, not once per micro-batch."""
+    if accumulate and isinstance(model, DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
 def _write_metrics(rows: list[dict], path: Path) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
@@ -230,7 +269,30 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``cfg`` into ``out_dir``; with ``resume`` continue exactly from ``out_dir/last.ckpt``."""
+    """Train ``cfg`` into ``out_dir``; with ``resume`` continue exactly from ``out_dir/last.ckpt``.
+
+    Ctrl-C (SIGINT) stops at the next optimizer step, after saving ``last.ckpt`` there (resumable
+    inside the epoch), and raises :class:`~pixelwise.engine.guard.TrainingInterrupted`. With
+    ``train.deterministic``, PyTorch runs deterministic algorithms only while training runs.
+    """
+    with GracefulStop() as stop, deterministic(cfg.train.deterministic):
+        return _train(cfg, out_dir, resume=resume, progress=progress, stop=stop)
+
+
+def _train(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool,
+    progress: bool,
+    stop: GracefulStop,
+) -> TrainResult:
+    """Train ``cfg`` into ``out_dir``; with ``resume`` continue exactly from ``out_dir/last.ckpt``.
+
+    In a process group (torchrun, :func:`~pixelwise.engine.distributed.init_distributed`) this is
+    DistributedDataParallel: each process trains on its share of every epoch and validates its share
+    of the split, the confusion matrices are summed, and rank 0 alone writes files.
+    """
     t_start = time.perf_counter()
     out = Path(out_dir)
     last_path, best_path = out / "last.ckpt", out / "best.ckpt"
@@ -269,8 +331,10 @@ def train(
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed % 2**32)
     random.seed(tc.seed)
-    device = resolve_device(tc.device)
+    ctx = current_context()  # under torchrun: one of several processes (engine.distributed)
+    device = local_device(tc.device, ctx)
     amp = resolve_amp(tc.amp, device)
+    progress = progress and ctx.is_main
 
     a = cfg.augment
     train_ds = SegmentationDataset(
@@ -296,6 +360,7 @@ def train(
             std,
             batch_size=tc.eval_batch_size,
             num_workers=tc.num_workers,
+            shard=ctx if ctx.enabled else None,
         )
         if cfg.data.val_split
         else None
@@ -328,6 +393,7 @@ def train(
     ).to(device)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model, synced_bn = sync_batchnorm(model, tc.sync_batchnorm, ctx, device)
     aux_weight = float(getattr(model, "aux_weight", 0.0))  # > 0 for models with an auxiliary head
     loss_fn = build_loss(
         [(t.name, t.weight, t.params) for t in cfg.loss.terms],
@@ -335,7 +401,11 @@ def train(
         ignore_index=IGNORE_INDEX,
     ).to(device)
     optimizer = build_optimizer(cfg, model)
-    batches_per_epoch = math.ceil(len(train_ds) / tc.batch_size)
+    lr_scale = lr_multiplier(tc.lr_scaling, ctx.world_size)  # 1 in a single process
+    for group in optimizer.param_groups:
+        group["lr"] *= lr_scale
+    per_rank = math.ceil(len(train_ds) / ctx.world_size)  # DistributedSampler pads to equal shares
+    batches_per_epoch = math.ceil(per_rank / tc.batch_size)
     steps_per_epoch = max(1, batches_per_epoch // tc.grad_accum)
     total_steps = tc.epochs * steps_per_epoch
     if tc.max_steps is not None:
@@ -346,6 +416,7 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
     start_epoch, step, best_miou, best_epoch = 0, 0, -1.0, None
+    skip, partial = 0, None  # a run stopped inside an epoch: batches done, their loss totals
     rows: list[dict] = []
     if resume:
         ckpt = load_checkpoint(last_path)
@@ -358,19 +429,50 @@ def train(
         best_miou, best_epoch = st["best_miou"], st["best_epoch"]
         _set_rng_state(st["rng"])
         rows = [dict(r) for r in st["metrics"]]
+        skip, partial = st.get("batch", 0), st.get("partial")
         log.info("resuming %s at epoch %d, step %d", out, start_epoch, step)
+        if st.get("world_size", 1) != ctx.world_size:
+            log.warning(
+                "resuming a run of %d process(es) with %d: the data order differs from an "
+                "uninterrupted run's",
+                st.get("world_size", 1),
+                ctx.world_size,
+            )
+        if st.get("world_size", 1) != ctx.world_size or lr_scale != 1.0:
+            # the rate this run's processes and train.lr_scaling give (as the manifest says)
+            scheduler.base_lrs = [cfg.optim.lr * lr_scale for _ in scheduler.base_lrs]
 
-    out.mkdir(parents=True, exist_ok=True)
+    net = model  # the module itself: saved and validated; DDP's wrapper only trains
+    if ctx.enabled:
+        model = DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
     cfg_dict = cfg.model_dump(mode="json")
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
-    write_text_atomic(
-        out / "manifest.json", json.dumps(_manifest(cfg, device, amp, resume), indent=2) + "\n"
-    )
+    if ctx.is_main:  # rank 0 alone writes files
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
+        remove_stale_temp_files(out)  # of a run killed while writing
+        manifest = _manifest(cfg, device, amp, resume)
+        manifest["deterministic"] = tc.deterministic
+        manifest["checksums"] = read_checksums(out / "manifest.json") if resume else {}
+        manifest.update(
+            world_size=ctx.world_size,
+            distributed_backend=ctx.backend,
+            per_process_batch_size=tc.batch_size,
+            effective_batch_size=tc.batch_size * tc.grad_accum * ctx.world_size,
+            lr_scaling=tc.lr_scaling,
+            lr=cfg.optim.lr * lr_scale,
+            sync_batchnorm=synced_bn,
+        )
+        write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
-    def save(path: Path, *, full: bool, epoch: int) -> None:
+    def save(path: Path, *, full: bool, epoch: int, position: dict | None = None) -> None:
+        if not ctx.is_main:
+            return
         payload = {
             "meta": meta.to_dict(),
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "epoch": epoch,
             "best_miou": best_miou,
             "config": cfg_dict,
@@ -386,15 +488,17 @@ def train(
                 "best_epoch": best_epoch,
                 "rng": _rng_state(),
                 "metrics": [dict(r) for r in rows],
+                "world_size": ctx.world_size,
+                **(position or {}),
             }
-        save_checkpoint(path, payload)
+        save_checkpoint(path, payload, manifest=out / "manifest.json")
 
     def val_logits(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device, non_blocking=True)
         if tc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            return model(x).float()
+            return net(x).float()
 
     done = start_epoch
     for epoch in range(start_epoch, tc.epochs):
@@ -402,18 +506,22 @@ def train(
             break
         t0 = time.perf_counter()
         train_ds.set_epoch(epoch)
+        first = skip if epoch == start_epoch else 0
         loader = DataLoader(
             train_ds,
             batch_size=tc.batch_size,
-            sampler=RandomSampler(
-                train_ds, generator=torch.Generator().manual_seed(tc.seed + epoch)
-            ),
+            # resuming inside an epoch: the same order, less the batches already done
+            sampler=list(_train_sampler(train_ds, ctx, tc.seed, epoch))[first * tc.batch_size :],
             num_workers=tc.num_workers,
-            drop_last=len(train_ds) >= tc.batch_size,
+            generator=torch.Generator().manual_seed(tc.seed + epoch),  # workers' seeds
+            worker_init_fn=seed_worker,
+            drop_last=per_rank >= tc.batch_size,
             pin_memory=device.type == "cuda",
         )
         model.train()
         loss_sum, loss_n, images = 0.0, 0, 0
+        if first and partial:
+            loss_sum, loss_n, images = partial["loss_sum"], partial["loss_n"], partial["images"]
         bar = tqdm(
             loader,
             desc=f"epoch {epoch + 1}/{tc.epochs}",
@@ -427,7 +535,7 @@ def train(
             y = batch["mask"].to(device, non_blocking=True)
             if tc.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, amp):
+            with _no_sync(model, (i + 1) % tc.grad_accum != 0), autocast(device, amp):
                 if aux_weight:  # deep supervision (PSPNet): weighted loss of the auxiliary head
                     heads = model(x, return_aux=True)
                     logits, aux_logits = heads["out"], heads["aux"]
@@ -457,7 +565,24 @@ def train(
                 )
                 if tc.max_steps is not None and step >= tc.max_steps:
                     break
+                if stop.requested:  # Ctrl-C: save where the run stands, then stop
+                    if ctx.enabled:
+                        raise KeyboardInterrupt
+                    at = {"loss_sum": loss_sum, "loss_n": loss_n, "images": images}
+                    save(
+                        last_path,
+                        full=True,
+                        epoch=epoch,
+                        position={"batch": first + i + 1, "partial": at},
+                    )
+                    raise TrainingInterrupted(
+                        f"interrupted at epoch {epoch + 1}, step {step}: saved {last_path}; "
+                        "continue with --resume"
+                    )
         bar.close()
+        if ctx.enabled:  # the epoch's loss and images over every process
+            totals = all_reduce_sum(torch.tensor([loss_sum, loss_n, images], dtype=torch.float64))
+            loss_sum, loss_n, images = totals[0].item(), int(totals[1]), int(totals[2])
         train_seconds = time.perf_counter() - t0
         row = {
             "epoch": epoch + 1,
@@ -473,13 +598,15 @@ def train(
         if val_loader is not None and ((epoch + 1) % tc.val_every == 0 or last_epoch):
             model.eval()
             with torch.no_grad():
-                scores = confusion_over(
-                    val_logits,
-                    val_loader,
-                    spec.num_classes,
-                    threshold=meta.threshold,
-                    progress=progress,
-                    desc="validate",
+                scores = reduce_confusion(  # every process scores its share; totals summed
+                    confusion_over(
+                        val_logits,
+                        val_loader,
+                        spec.num_classes,
+                        threshold=meta.threshold,
+                        progress=progress,
+                        desc="validate",
+                    )
                 ).scores()
             row.update(
                 val_miou=round(scores.miou, 6),
@@ -505,8 +632,9 @@ def train(
             row["epoch_seconds"],
             f", val mIoU {100 * row['val_miou']:.2f}%" if row["val_miou"] != "" else "",
         )
-        _write_metrics(rows, out / "metrics.csv")
-        plot_curves(rows, out / "curves.png")
+        if ctx.is_main:
+            _write_metrics(rows, out / "metrics.csv")
+            plot_curves(rows, out / "curves.png")
         save(last_path, full=True, epoch=epoch + 1)
         done = epoch + 1
     return TrainResult(

@@ -79,7 +79,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def _png(image: Any) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    image.save(buf, format="PNG", compress_level=1)  # fast; label maps compress well anyway
     return buf.getvalue()
 
 

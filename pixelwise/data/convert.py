@@ -1,0 +1,325 @@
+"""``pixelwise data convert``: rewrite a dataset's masks in another encoding, into a new folder.
+
+Reads every sample through the dataset's own format (index, palette, colour, binary masks; COCO,
+LabelMe and CVAT polygons; NIfTI slices; GeoTIFF label rasters), optionally remaps raw mask values
+(``--map 255:1``), decodes them to class indices, and writes:
+
+* ``masks/<name>.png``: ``index`` (grey PNG, value = class, 255 = unlabelled), ``palette`` (the same
+  values in a palette PNG coloured by the classes) or ``rgb`` (the class colours; unlabelled pixels
+  get ``ignore_color``);
+* ``images/<name>.<ext>``: the image file copied byte for byte (or written as PNG when it is not a
+  file of its own, e.g. a volume slice);
+* ``<split>.txt`` list files and a ``dataset.yaml`` that reads the result back.
+
+Nothing is written over the source: the output folder must not exist (or be empty) and must not hold
+the dataset. Everything is written into a temporary folder beside it and renamed into place at the
+end, so a failed or interrupted run leaves no partial output. Any problem (an unreadable file, an
+undeclared value) stops the run before the rename, and every problem is listed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from .._atomic import atomic_path, write_text_atomic
+from ..errors import PixelwiseError
+from .classes import IGNORE_INDEX, palette_bytes
+from .formats import get_format, read_sample_image, read_sample_mask
+from .spec import DatasetSpec, Sample, decode_mask, resolve_split
+
+__all__ = ["ConvertPlan", "parse_value_map", "convert_dataset"]
+
+MaskFormat = Literal["index", "palette", "rgb"]
+
+
+def parse_value_map(items: Sequence[str]) -> dict[int, int]:
+    """``["255:1", "128:2,64:3"]`` → ``{255: 1, 128: 2, 64: 3}`` (raw mask value → new raw value).
+
+    Raises:
+        PixelwiseError: an item is not ``A:B`` with integers in 0..65535 and 0..255.
+    """
+    out: dict[int, int] = {}
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            a, sep, b = part.partition(":")
+            try:
+                src, dst = int(a), int(b)
+            except ValueError:
+                src = dst = -1
+            if not sep or not 0 <= src <= 65535 or not 0 <= dst <= 255:
+                raise PixelwiseError(
+                    f"--map {part!r}: expected OLD:NEW with integer values (OLD 0..65535, NEW 0..255)"
+                )
+            out[src] = dst
+    return out
+
+
+@dataclass
+class ConvertPlan:
+    """What a conversion reads and writes (the ``--dry-run`` summary)."""
+
+    out: Path
+    to: str
+    samples: dict[str, int] = field(default_factory=dict)  # per split
+    files: int = 0  # unique samples written
+    values: Counter[int] = field(default_factory=Counter)  # output class index → pixels
+    remapped: Counter[str] = field(default_factory=Counter)  # "a→b" → pixels
+    problems: list[str] = field(default_factory=list)
+    written: bool = False
+
+    def summary(self, spec: DatasetSpec) -> str:
+        names = {i: n for i, n in enumerate(spec.class_names)}
+        names[IGNORE_INDEX] = "(unlabelled)"
+        lines = [
+            f"{'would write' if not self.written else 'wrote'} {self.files} image/mask pairs "
+            f"({self.to} masks) into {self.out}",
+            "splits: " + ", ".join(f"{k} ({v})" for k, v in self.samples.items()),
+        ]
+        if self.remapped:
+            lines.append(
+                "remapped: " + ", ".join(f"{k}: {n:,} px" for k, n in sorted(self.remapped.items()))
+            )
+        total = max(1, sum(self.values.values()))
+        if self.values:
+            lines.append(
+                "output values: "
+                + ", ".join(
+                    f"{v} {names.get(v, '?')} {100 * n / total:.2f}%"
+                    for v, n in sorted(self.values.items())
+                )
+            )
+        lines += [f"problem: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _check_out(spec: DatasetSpec, out: Path) -> None:
+    root = spec.root.resolve()
+    dest = out.resolve()
+    if dest == root or root.is_relative_to(dest):
+        raise PixelwiseError(f"{out}: the output folder would hold the source dataset {spec.root}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PixelwiseError(
+            f"{out}: exists and is not an empty folder; convert writes a new folder"
+        )
+
+
+def _unique_name(sample: Sample, taken: set[str]) -> str:
+    base = sample.image.name
+    for ext in (".nii.gz", ".nii"):
+        if base.endswith(ext):
+            base = base[: -len(ext)]
+            break
+    else:
+        base = sample.image.stem
+    if sample.index is not None:
+        base = f"{base}_{sample.index:04d}"
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
+def _remap(raw: np.ndarray, table: dict[int, int], counts: Counter[str]) -> np.ndarray:
+    if not table:
+        return raw
+    if raw.ndim != 2 or raw.dtype.kind not in "ui":
+        raise PixelwiseError("--map applies to grey/index masks, this mask holds colours")
+    out = raw.copy() if raw.dtype == np.uint8 else raw.astype(np.int64)
+    for a, b in table.items():
+        hit = raw == a
+        n = int(hit.sum())
+        if n:
+            out[hit] = b
+            counts[f"{a}→{b}"] += n
+    return out
+
+
+def _mask_image(
+    labels: np.ndarray,
+    to: str,
+    colors: list[tuple[int, int, int]],
+    ignore_color: tuple[int, int, int],
+) -> Image.Image:
+    if to == "index":
+        return Image.fromarray(labels, mode="L")
+    if to == "palette":
+        im = Image.fromarray(labels, mode="P")
+        im.putpalette(palette_bytes(colors))
+        return im
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(colors)] = colors
+    lut[IGNORE_INDEX] = ignore_color
+    return Image.fromarray(lut[labels], mode="RGB")
+
+
+def _write_image(sample: Sample, spec: DatasetSpec, dest_base: Path) -> str:
+    """Copy the image file, or write the decoded image as PNG when it is not a file of its own."""
+    if get_format(spec.format).read_image is None and sample.index is None:
+        dest = dest_base.with_suffix(sample.image.suffix.lower())
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(sample.image, tmp)
+        return dest.name
+    image = read_sample_image(sample, spec)
+    dest = dest_base.with_suffix(".png")
+    with atomic_path(dest) as tmp:
+        Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(tmp, format="PNG")
+    return dest.name
+
+
+def convert_dataset(
+    spec: DatasetSpec,
+    out: str | os.PathLike[str],
+    *,
+    splits: Sequence[str] | None = None,
+    to: MaskFormat = "index",
+    value_map: dict[int, int] | None = None,
+    ignore_color: tuple[int, int, int] = (0, 0, 0),
+    dry_run: bool = False,
+    workers: int | None = None,
+) -> ConvertPlan:
+    """Convert ``splits`` (default: all) of a dataset into a new folder ``out``.
+
+    Args:
+        spec: the source dataset.
+        out: the new folder.
+        splits: the splits to convert; a sample in several is written once.
+        to: the mask encoding written: ``index``, ``palette`` or ``rgb``.
+        value_map: raw mask value → new raw value, applied before decoding (``{255: 1}``).
+        ignore_color: the colour of unlabelled pixels in ``rgb`` masks.
+        dry_run: read and count everything, write nothing.
+        workers: reader threads.
+
+    Returns:
+        The plan, with counts and problems; ``written`` tells whether ``out`` was created.
+
+    Raises:
+        PixelwiseError: ``out`` exists and is not empty, or holds the dataset; an unknown split.
+    """
+    if to not in ("index", "palette", "rgb"):
+        raise PixelwiseError(f"--to {to!r}: expected index, palette or rgb")
+    out = Path(out)
+    _check_out(spec, out)
+    table = dict(value_map or {})
+    plan = ConvertPlan(out=out, to=to)
+    names = list(splits or spec.splits)
+    members: dict[str, list[Sample]] = {}
+    for name in names:
+        samples, problems = resolve_split(spec, name)
+        plan.problems += problems
+        members[name] = [s for s in samples if s.mask is not None]
+        plan.samples[name] = len(members[name])
+    unique = list(
+        {(str(s.image), str(s.mask), s.index): s for ss in members.values() for s in ss}.values()
+    )
+    taken: set[str] = set()
+    file_names = {id(s): _unique_name(s, taken) for s in unique}
+    plan.files = len(unique)
+    if to == "rgb" and tuple(ignore_color) in spec.colors:
+        raise PixelwiseError(
+            f"--ignore-color {ignore_color}: is the colour of a class; pick another for unlabelled"
+        )
+    staging = None
+    if not dry_run:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would survive the rename
+        (staging / "images").mkdir()
+        (staging / "masks").mkdir()
+    written: dict[int, tuple[str, str]] = {}
+
+    def one(s: Sample) -> tuple[Counter[int], Counter[str], str | None, tuple[str, str] | None]:
+        remapped: Counter[str] = Counter()
+        try:
+            raw = _remap(read_sample_mask(s, spec), table, remapped)
+            labels, bad = decode_mask(raw, spec)
+        except PixelwiseError as exc:
+            msg = str(exc)
+            return Counter(), remapped, msg if str(s.mask) in msg else f"{s.where}: {msg}", None
+        if bad:
+            vals = ", ".join(f"{v} ({n} px)" for v, n in bad.items())
+            return (
+                Counter(),
+                remapped,
+                f"{s.where}: mask values outside the declared classes: {vals}",
+                None,
+            )
+        vals, counts = np.unique(labels, return_counts=True)
+        hist = Counter(dict(zip(vals.tolist(), counts.tolist(), strict=True)))
+        if staging is None:
+            return hist, remapped, None, None
+        base = file_names[id(s)]
+        try:
+            image_name = _write_image(s, spec, staging / "images" / base)
+        except (PixelwiseError, OSError) as exc:
+            return hist, remapped, f"{s.image}: {exc}", None
+        with atomic_path(staging / "masks" / f"{base}.png") as tmp:
+            _mask_image(labels, to, spec.colors, ignore_color).save(tmp, format="PNG")
+        return hist, remapped, None, (f"images/{image_name}", f"masks/{base}.png")
+
+    try:
+        workers = workers or min(8, (os.cpu_count() or 1) + 2)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for s, (hist, remapped, problem, pair) in zip(
+                unique, pool.map(one, unique), strict=True
+            ):
+                plan.values.update(hist)
+                plan.remapped.update(remapped)
+                if problem:
+                    plan.problems.append(problem)
+                if pair:
+                    written[id(s)] = pair
+        if staging is None or plan.problems:
+            return plan
+        by_key = {(str(s.image), str(s.mask), s.index): written[id(s)] for s in unique}
+        for name, ss in members.items():
+            lines = [" ".join(by_key[(str(s.image), str(s.mask), s.index)]) for s in ss]
+            write_text_atomic(staging / f"{name}.txt", "\n".join(lines) + "\n")
+        write_text_atomic(staging / "dataset.yaml", _dataset_yaml(spec, names, to, ignore_color))
+        if out.exists():
+            out.rmdir()  # empty (checked); replaced by the finished folder
+        os.replace(staging, out)
+        staging = None
+        plan.written = True
+        return plan
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _dataset_yaml(
+    spec: DatasetSpec, names: list[str], to: str, ignore_color: tuple[int, int, int]
+) -> str:
+    classes = [{"name": c.name, "color": list(spec.colors[i])} for i, c in enumerate(spec.classes)]
+    if to == "rgb":
+        mask = {"encoding": "rgb", "ignore_color": list(ignore_color)}
+    else:
+        mask = {"encoding": "index", "ignore_index": IGNORE_INDEX}
+    doc = {
+        "name": spec.name,
+        "root": ".",
+        "image_channels": spec.image_channels,
+        "classes": classes,
+        "mask": mask,
+        "splits": {n: {"list": f"{n}.txt"} for n in names},
+    }
+    head = f"# written by pixelwise data convert from {spec.source}\n"
+    return head + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
