@@ -131,7 +131,9 @@ def train_peer(args: argparse.Namespace, spec, budget_s: float) -> dict:  # noqa
     while elapsed < budget_s:
         ds.set_epoch(epoch)
         g = torch.Generator().manual_seed(epoch)
-        loader = DataLoader(ds, batch_size=8, shuffle=True, drop_last=True, num_workers=2, generator=g)
+        loader = DataLoader(
+            ds, batch_size=8, shuffle=True, drop_last=True, num_workers=2, generator=g
+        )
         model.train()
         losses = []
         t0 = time.perf_counter()  # wall time includes waiting for batches, as epoch_seconds does
@@ -149,10 +151,19 @@ def train_peer(args: argparse.Namespace, spec, budget_s: float) -> dict:  # noqa
             if elapsed >= budget_s:
                 break
         epoch += 1
-        log.append({"epoch": epoch, "loss": sum(losses) / max(1, len(losses)), "minutes": elapsed / 60})
-        print(f"peer epoch {epoch}: loss {log[-1]['loss']:.4f}, {elapsed / 60:.1f}/{budget_s / 60:.1f} min")
-        state = {"model": model.state_dict(), "opt": opt.state_dict(), "elapsed": elapsed,
-                 "epoch": epoch, "log": json.dumps(log)}
+        log.append(
+            {"epoch": epoch, "loss": sum(losses) / max(1, len(losses)), "minutes": elapsed / 60}
+        )
+        print(
+            f"peer epoch {epoch}: loss {log[-1]['loss']:.4f}, {elapsed / 60:.1f}/{budget_s / 60:.1f} min"
+        )
+        state = {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "elapsed": elapsed,
+            "epoch": epoch,
+            "log": json.dumps(log),
+        }
         tmp = state_path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(state_path)
@@ -162,8 +173,12 @@ def train_peer(args: argparse.Namespace, spec, budget_s: float) -> dict:  # noqa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ours", type=Path, help="the default model's run folder (budget + its scores)")
-    ap.add_argument("--minutes", type=float, help="training budget (default: the --ours run's time)")
+    ap.add_argument(
+        "--ours", type=Path, help="the default model's run folder (budget + its scores)"
+    )
+    ap.add_argument(
+        "--minutes", type=float, help="training budget (default: the --ours run's time)"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "runs/default_vs_smp")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-test", type=int, default=None, help="score on the first N test images")
@@ -174,24 +189,33 @@ def main() -> None:
     if args.minutes is None and args.ours is None:
         ap.error("give --ours RUN or --minutes")
     budget_s = 60 * args.minutes if args.minutes is not None else ours_budget(args.ours)
-    print(f"budget {budget_s / 60:.1f} min of training on {platform.processor() or platform.machine()}")
+    print(
+        f"budget {budget_s / 60:.1f} min of training on {platform.processor() or platform.machine()}"
+    )
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.platform()}, {torch.get_num_threads()} threads",
         "command": " ".join(sys.argv),
         "budget_minutes": round(budget_s / 60, 2),
-        "peer": {"model": "smp DeepLabV3Plus / tu-tf_efficientnet_lite0 (ImageNet)",
-                 **train_peer(args, spec, budget_s)},
+        "peer": {
+            "model": "smp DeepLabV3Plus / tu-tf_efficientnet_lite0 (ImageNet)",
+            **train_peer(args, spec, budget_s),
+        },
     }
     if args.ours is not None:
-        result["ours"] = {"run": str(args.ours), "train_minutes": round(ours_budget(args.ours) / 60, 2),
-                          **ours_scores(args.ours, spec, args.max_test)}
+        result["ours"] = {
+            "run": str(args.ours),
+            "train_minutes": round(ours_budget(args.ours) / 60, 2),
+            **ours_scores(args.ours, spec, args.max_test),
+        }
     write_text_atomic(args.out / "result.json", json.dumps(result, indent=2) + "\n")
     for who in ("ours", "peer"):
         if who in result:
             r = result[who]
-            print(f"{who}: {r['train_minutes']:.1f} min, test mIoU {r['miou']:.2f} "
-                  + " ".join(f"{k} {v:.1f}" for k, v in r["iou"].items()))
+            print(
+                f"{who}: {r['train_minutes']:.1f} min, test mIoU {r['miou']:.2f} "
+                + " ".join(f"{k} {v:.1f}" for k, v in r["iou"].items())
+            )
     if not math.isfinite(result["peer"]["miou"]):
         raise SystemExit("peer mIoU is not finite")
 

@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-images", type=int, default=32, help="distinct images sent")
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--max-batch", type=int, default=1, help="the server's CPU default; 8 on CUDA")
     ap.add_argument("--batch-wait-ms", type=float, default=5.0)
     ap.add_argument("--queue-size", type=int, default=32)
     ap.add_argument("--timeout", type=float, default=30.0, help="the server's --timeout")

@@ -525,9 +525,16 @@ def test_stalled_upload_answers_408_and_frees_its_slot(
             sent.append(message)
 
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-            "scheme": "http", "path": "/v1/segment", "raw_path": b"/v1/segment",
-            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/segment",
+            "raw_path": b"/v1/segment",
+            "query_string": b"",
+            "root_path": "",
+            "client": ("127.0.0.1", 5000),
             "server": ("testserver", 80),
             "headers": [(b"host", b"testserver"), (b"content-type", b"image/png")],
         }

@@ -84,7 +84,14 @@ def serve_command(
     tile: Annotated[
         str, typer.Option(help="Default tiling (tile=): auto, whole or slide.")
     ] = "auto",
-    max_batch: Annotated[int, typer.Option(help="Most same-size images in one forward pass.")] = 8,
+    max_batch: Annotated[
+        int | None,
+        typer.Option(
+            help="Most same-size images in one forward pass [default: 8 on CUDA, 1 on the CPU, "
+            "where batching measured slower per image: docs/serve.md].",
+            show_default=False,
+        ),
+    ] = None,
     batch_wait_ms: Annotated[
         float, typer.Option(help="How long a request waits for others to share its batch.")
     ] = 5.0,
@@ -108,6 +115,10 @@ def serve_command(
     """Serve a model over HTTP: POST /v1/segment, GET /v1/models, /healthz, /readyz, /metrics,
     and a web page at /."""
     _require_extra()
+    if max_batch is None:
+        from ..engine.runtime import resolve_device
+
+        max_batch = 8 if resolve_device(device).type == "cuda" else 1
     settings = ServeSettings(
         model_name=_model_name(model),
         token=token,

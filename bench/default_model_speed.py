@@ -1,0 +1,85 @@
+"""Speed of the bundled default model through ``pixelwise predict``'s path, on real CamVid frames.
+
+Three parts per image, timed separately, batch 1, on this machine's CPU threads:
+
+- *decode*: ``pixelwise.data.io.read_image`` of the 360×480 PNG;
+- *model path*: ``Segmenter.segment`` — normalisation, padding to the stride, the forward pass,
+  cropping back, class decision, the uint8 label map on the host (what ``predict`` calls);
+- *write*: ``pixelwise.data.io.write_png`` of the palette mask.
+
+    python bench/default_model_speed.py                      # the bundled camvid model, 60 test frames
+    python bench/default_model_speed.py --model runs/x/best.ckpt --images 20
+
+Markdown on stdout: median and mean milliseconds and images per second of each part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pixelwise  # noqa: E402
+from pixelwise.data.io import read_image, write_png  # noqa: E402
+from pixelwise.engine.visualize import mask_image  # noqa: E402
+
+CAMVID_TEST = REPO.parent / "shared/data/camvid/test"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="camvid")
+    ap.add_argument("--images", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    paths = sorted(p for p in CAMVID_TEST.glob("*.png"))[: args.images]
+    if not paths:
+        raise SystemExit(f"{CAMVID_TEST}: no CamVid test images")
+    seg = pixelwise.load(args.model)
+    colors = seg.meta.colors
+    for p in paths[: args.warmup]:
+        seg.segment(read_image(p))
+    times: dict[str, list[float]] = {"decode": [], "model path": [], "write": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, p in enumerate(paths):
+            t0 = time.perf_counter()
+            image = read_image(p)
+            t1 = time.perf_counter()
+            labels = seg.segment(image).labels
+            t2 = time.perf_counter()
+            write_png(Path(tmp) / f"{i}.png", mask_image(labels, colors))
+            t3 = time.perf_counter()
+            times["decode"].append(t1 - t0)
+            times["model path"].append(t2 - t1)
+            times["write"].append(t3 - t2)
+    print("# Default model speed\n")
+    print(f"    python bench/{Path(__file__).name} " + " ".join(sys.argv[1:]) + "\n")
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, "
+        f"{torch.get_num_threads()} CPU threads; torch {torch.__version__}; model `{args.model}` "
+        f"({seg.meta.arch}); {len(paths)} CamVid test frames at {image.shape[0]}×{image.shape[1]}, "
+        f"batch 1, after {args.warmup} warm-up images.\n"
+    )
+    print("| part | median ms | mean ms | images/s (from the median) |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"| {name} | {1000 * med:.1f} | {1000 * statistics.mean(ts):.1f} | {1 / med:.1f} |")
+    total = sum(statistics.median(ts) for ts in times.values())
+    print(f"| all three | {1000 * total:.1f} | | {1 / total:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
