@@ -537,7 +537,7 @@ def demo(
     for item in result.images:
         areas = ", ".join(f"{n} {format_area(f)}" for n, f in item.areas)
         console.print(
-            f"{item.source.name} ({item.size[1]}×{item.size[0]}): {areas}",
+            _printable(f"{item.source.name} ({item.size[1]}×{item.size[0]}): {areas}"),
             highlight=False,
             markup=False,
             soft_wrap=True,
@@ -551,7 +551,9 @@ def demo(
         )
     sheet = f", {result.sheet.name}" if result.sheet else ""
     console.print(
-        f"wrote {len(result.images)} mask(s) and overlay(s){sheet} and summary.json to {out}",
+        _printable(
+            f"wrote {len(result.images)} mask(s) and overlay(s){sheet} and summary.json to {out}"
+        ),
         highlight=False,
         markup=False,
         soft_wrap=True,
@@ -706,7 +708,12 @@ def data_convert(
         target.print(_printable(line), highlight=False, markup=False, soft_wrap=True)
     if plan.problems:
         if not dry_run:
-            err_console.print(f"nothing written to {out}", highlight=False, markup=False)
+            err_console.print(
+                _printable(f"nothing written to {out}"),
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
         raise _Failed
 
 

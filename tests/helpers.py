@@ -45,3 +45,20 @@ def study_dataset(root: Path) -> Path:
         "  test: {images: images, masks: masks, stems: ['6', '7']}\n"
     )
     return root / "data.yaml"
+
+
+def toy_dataset(root: Path, n: int = 8, size: int = 32) -> Path:
+    """A folder dataset of ``n`` RGB images with 3-class masks (images/, masks/) under ``root``."""
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        mask = np.zeros((size, size), np.uint8)
+        mask[:, size // 2 :] = 1
+        mask[: size // 4] = 2
+        img = (rng.random((size, size, 3)) * 60).astype(np.uint8) + (mask[..., None] * 80).astype(
+            np.uint8
+        )
+        Image.fromarray(img).save(root / "images" / f"im{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
+    return root

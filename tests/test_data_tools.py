@@ -108,9 +108,18 @@ def test_inspect_reports_undeclared_values_and_unreadable_files(
     bad[0, :3] = 7
     _png(tmp_path / "train/masks/b.png", bad)
     (tmp_path / "val/images/e.png").write_bytes(b"not a png")
-    code, out, err = _cli(capsys, "data", "inspect", str(cfg))
+    code, out, err = _cli(capsys, "data", "inspect", str(cfg), "--out", str(tmp_path / "rep"))
     assert code == 1
     assert "UNDECLARED mask values: 7 (3 px)" in out
+    # the problem line names the mask file(s) holding the value, as validate does
+    assert (
+        "problem: split 'train': mask value 7 is not a declared class "
+        "(3 px in 1 file(s): train/masks/b.png)"
+    ) in out
+    train = json.loads((tmp_path / "rep/inspect.json").read_text())["splits"]["train"]
+    assert train["undeclared_values"] == {"7": 3}
+    assert train["undeclared_files"] == {"7": {"count": 1, "examples": ["train/masks/b.png"]}}
+    assert any("train/masks/b.png" in p for p in train["problems"])
     assert "val/images/e.png: not a readable image" in out
     assert "Traceback" not in out + err
 

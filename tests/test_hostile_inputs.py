@@ -1,6 +1,6 @@
 """The hostile-input corpus (:mod:`hostile`) through every entry point that reads images: the readers,
-dataset loading, ``pixelwise data validate``, ``pixelwise evaluate``, ``pixelwise predict`` (the CLI
-in process) and the HTTP service. Each bad file gets one line naming it and the reason, a non-zero
+dataset loading, ``pixelwise data validate / inspect / convert``, ``pixelwise evaluate``,
+``pixelwise predict``, ``pixelwise demo`` (the CLI in process) and the HTTP service. Each bad file gets one line naming it and the reason, a non-zero
 exit (or the right HTTP status), no traceback, no partial output; the good inputs of the same run are
 still processed. Property-based tests (hypothesis) cover the readers and transforms over sizes,
 dtypes and channel counts."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -233,6 +234,95 @@ def test_training_refuses_bad_data_naming_the_file(dataset: Path, tmp_path: Path
         assert not (tmp_path / split / "last.ckpt").exists()
 
 
+# ---- data convert -----------------------------------------------------------------------------
+
+
+def _convert(capsys: pytest.CaptureFixture[str], data: Path, out: Path, split: str):  # noqa: ANN202
+    return _cli(capsys, "data", "convert", str(data), "--out", str(out), "--split", split)
+
+
+def _refused_and_nothing_written(code: int, out: Path, stdout: str, err: str) -> list[str]:
+    """convert's contract on failure: exit 1, one ``problem:`` line per problem on stderr, then
+    ``nothing written to OUT``; no traceback; neither OUT nor a staging folder beside it."""
+    assert code == 1, (out, stdout, err)
+    assert "Traceback" not in stdout + err
+    *problems, last = [ln for ln in err.splitlines() if ln.strip()]
+    assert last == _printable(f"nothing written to {out}"), err
+    assert problems and all(ln.startswith("problem: ") for ln in problems), err
+    assert not out.exists()
+    return problems
+
+
+def test_data_convert(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the good splits (spaces and non-UTF-8 names included) convert, and the result reads back
+    for split, n in (("clean", 3), ("listed", 2)):
+        code, stdout, err = _convert(capsys, dataset, tmp_path / split, split)
+        assert code == 0 and not err, (split, stdout, err)
+        code, stdout, err = _cli(capsys, "data", "validate", str(tmp_path / split / "dataset.yaml"))
+        assert code == 0 and f"split {split}: {n} images, ok" in stdout, (split, stdout, err)
+    # each bad split: its file and the reason on one line, and nothing written, not even the
+    # missing folder above --out
+    for split in BAD_SPLITS:
+        out = tmp_path / "new" / split
+        code, stdout, err = _convert(capsys, dataset, out, split)
+        problems = _refused_and_nothing_written(code, out, stdout, err)
+        reason = MASK_SPLITS.get(split, "symbolic link loop")
+        named = [ln for ln in problems if _bad_file(dataset, split) in ln and reason in ln]
+        assert named, (split, problems)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "listed"]
+
+
+def test_data_convert_hostile_images(
+    corpus: list[Case], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The image corpus as a dataset, each file with a mask of its (oriented) size: every refused
+    image is named with its reason and nothing is written; the accepted ones alone convert."""
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "ds"
+    files = [c for c in corpus if c.path.is_file()]  # a folder named .png is no sample of a walk
+    rng = np.random.default_rng(0)
+    for split, cases in (("all", files), ("good", [c for c in files if c.valid])):
+        for c in cases:
+            (root / split / "images").mkdir(parents=True, exist_ok=True)
+            (root / split / "masks").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(c.path, root / split / "images" / c.name)
+            mask = rng.integers(0, 3, c.size or (24, 32), dtype=np.uint8)
+            Image.fromarray(mask).save(root / split / "masks" / f"{Path(c.name).stem}.png")
+    spec = {
+        "name": "hostile_images",
+        "root": ".",
+        "classes": [{"name": n} for n in NAMES],
+        "mask": {"encoding": "index", "ignore_index": 255},
+        "splits": {s: {"images": f"{s}/images", "masks": f"{s}/masks"} for s in ("all", "good")},
+    }
+    data = root / "data.yaml"
+    data.write_text(yaml.safe_dump(spec), encoding="utf-8")
+
+    out = tmp_path / "out_all"
+    code, stdout, err = _convert(capsys, data, out, "all")
+    problems = _refused_and_nothing_written(code, out, stdout, err)
+    bad = [c for c in files if not c.valid]
+    assert len(problems) == len(bad), problems
+    for c in bad:
+        path = _printable(str(root / "all" / "images" / c.name))
+        (line,) = [ln for ln in problems if path + ":" in ln]
+        assert len(line) > len(f"problem: {path}: "), line  # a reason follows the name
+
+    out = tmp_path / "out_good"
+    code, stdout, err = _convert(capsys, data, out, "good")
+    good = [c for c in files if c.valid]
+    assert code == 0 and not err, (stdout, err)
+    assert f"wrote {len(good)} image/mask pairs" in stdout
+    code, stdout, err = _cli(capsys, "data", "validate", str(out / "dataset.yaml"))
+    assert code == 0 and f"split good: {len(good)} images, ok" in stdout, (stdout, err)
+    for c in good:  # masks at the image's oriented size (the EXIF-rotated JPEG: 40×20)
+        with Image.open(out / "masks" / f"{Path(c.name).stem.replace(' ', '_')}.png") as im:
+            assert (im.height, im.width) == c.size, c.name
+
+
 # ---- predict ----------------------------------------------------------------------------------
 
 
@@ -309,6 +399,51 @@ def test_predict_missing_input_and_empty_folder(
     assert code == 1
     lines = _one_line_errors(err, "skipped: ")
     assert len(lines) == 2 and "no such file" in lines[0] and "holds no images" in lines[1]
+
+
+# ---- demo -------------------------------------------------------------------------------------
+
+
+def test_demo_segments_the_good_and_names_the_bad(
+    corpus: list[Case], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """``pixelwise demo IMAGES`` with the bundled camvid model: two small good images (one named
+    with a space, one not UTF-8) among every bad one and a looping link. The good ones are
+    segmented; each bad one is one ``skipped:`` line; exit 1; nothing written for a bad one."""
+    from pixelwise.pretrained import ENV_VAR
+
+    monkeypatch.delenv(ENV_VAR, raising=False)  # the bundled model
+    good = [c for c in corpus if c.name == "name with spaces.png" or c.name.startswith("latin1_")]
+    bad = [c for c in corpus if not c.valid]
+    os.symlink("loop_b.png", tmp_path / "loop_a.png")
+    os.symlink("loop_a.png", tmp_path / "loop_b.png")
+    out = tmp_path / "demo"
+    inputs = [str(c.path) for c in [*bad, *good]] + [str(tmp_path / "loop_a.png")]
+    code, stdout, err = _cli(
+        capsys, "demo", *inputs, "--out", str(out), "--no-samples", "--no-eval",
+        "--device", "cpu", "--quiet",
+    )  # fmt: skip
+    assert code == 1, (stdout, err)
+    lines = _one_line_errors(err, "skipped: ")
+    assert len(lines) == len(bad) + 1, lines
+    for c in bad:
+        (line,) = [ln for ln in lines if _printable(str(c.path)) + ":" in ln]
+        assert len(line) > len(_printable(f"skipped: {c.path}: ")), line  # and a reason
+    assert any("loop_a.png: symbolic link loop" in ln for ln in lines), lines
+    assert "folder holds no images" in next(ln for ln in lines if "folder_named.png" in ln)
+    assert f"wrote {len(good)} mask(s) and overlay(s), contact_sheet.png" in stdout
+    for c in good:
+        stem = Path(c.name).stem
+        assert any(ln.startswith(_printable(f"{c.name} (32×24): ")) for ln in stdout.splitlines())
+        with Image.open(out / f"{stem}.png") as im:
+            assert (im.height, im.width) == c.size
+        assert (out / f"{stem}_overlay.png").is_file()
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert len(summary["images"]) == len(good) and len(summary["failed"]) == len(bad) + 1
+    assert any("latin1_\\xe9t\\xe9.png" in i["source"] for i in summary["images"])
+    expected = {f"{Path(c.name).stem}{end}" for c in good for end in (".png", "_overlay.png")}
+    assert {p.name for p in out.iterdir()} == expected | {"contact_sheet.png", "summary.json"}
 
 
 # ---- the service ------------------------------------------------------------------------------
@@ -441,6 +576,10 @@ def test_data_inspect(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None
         assert code == 1, (split, out, err)
         assert "Traceback" not in out + err
         problems = [ln for ln in out.splitlines() if "problem:" in ln]
-        # inspect counts undeclared values per split (validate names their files)
-        named = "declared class" if split == "out_of_range" else _bad_file(dataset, split)
-        assert any(named in ln for ln in problems), (split, problems)
+        # every problem names its file, undeclared values included (with their mask files)
+        assert any(_bad_file(dataset, split) in ln for ln in problems), (split, problems)
+        reason = MASK_SPLITS.get(split, "symbolic link loop")
+        assert any(reason in ln for ln in problems), (split, problems)
+        if split == "out_of_range":
+            (line,) = [ln for ln in problems if "declared class" in ln]
+            assert line.endswith("(9 px in 1 file(s): out_of_range/masks/bad.png)"), line

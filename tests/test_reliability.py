@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import toy_dataset as _toy_dataset
 from PIL import Image
 
 import pixelwise.engine.checkpoint as checkpoint_mod
@@ -35,22 +36,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 train_mod = importlib.import_module("pixelwise.engine.train")  # the module, not the function
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _toy_dataset(root: Path, n: int = 8, size: int = 32) -> Path:
-    rng = np.random.default_rng(0)
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-    for i in range(n):
-        mask = np.zeros((size, size), np.uint8)
-        mask[:, size // 2 :] = 1
-        mask[: size // 4] = 2
-        img = (rng.random((size, size, 3)) * 60).astype(np.uint8) + (mask[..., None] * 80).astype(
-            np.uint8
-        )
-        Image.fromarray(img).save(root / "images" / f"im{i}.png")
-        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
-    return root
 
 
 def _raw_cfg(dataset: Path, **train_kw: object) -> dict:
@@ -121,11 +106,12 @@ def test_ctrl_c_saves_inside_the_epoch_and_resume_is_exact(
     cfg = _cfg(data)
     train(cfg, tmp_path / "full", progress=False)
 
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the suite runs in the background
     _sigint_at(monkeypatch, 6)  # epoch 2 of 3 (4 steps per epoch), second step
     with pytest.raises(TrainingInterrupted, match="epoch 2, step 6") as info:
         train(cfg, tmp_path / "split", progress=False)
     assert "--resume" in str(info.value) and "\n" not in str(info.value)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
     st = load_checkpoint(tmp_path / "split" / "last.ckpt")["train_state"]
     assert (st["epoch"], st["step"], st["batch"]) == (1, 6, 2)
     monkeypatch.undo()

@@ -6,10 +6,9 @@ import importlib
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import toy_dataset as _toy_dataset
 
 from pixelwise.config import RunConfig
 from pixelwise.engine import load_checkpoint, train
@@ -17,22 +16,6 @@ from pixelwise.engine.train import lr_factor
 from pixelwise.errors import PixelwiseError
 
 train_mod = importlib.import_module("pixelwise.engine.train")  # the module, not the function
-
-
-def _toy_dataset(root: Path, n: int = 8, size: int = 32) -> Path:
-    rng = np.random.default_rng(0)
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-    for i in range(n):
-        mask = np.zeros((size, size), np.uint8)
-        mask[:, size // 2 :] = 1
-        mask[: size // 4] = 2
-        img = (rng.random((size, size, 3)) * 60).astype(np.uint8) + (mask[..., None] * 80).astype(
-            np.uint8
-        )
-        Image.fromarray(img).save(root / "images" / f"im{i}.png")
-        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
-    return root
 
 
 def _cfg(dataset: Path, **train_kw) -> RunConfig:

@@ -20,6 +20,7 @@ undeclared value) stops the run before the rename, and every problem is listed.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -33,11 +34,12 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from .._atomic import atomic_path, write_text_atomic
+from .._atomic import atomic_path, write_bytes_atomic, write_text_atomic
 from ..errors import PixelwiseError
 from .classes import IGNORE_INDEX, palette_bytes
 from .formats import get_format, read_sample_image, read_sample_mask
 from .spec import DatasetSpec, Sample, decode_mask, resolve_split
+from .validate import _image_size
 
 __all__ = ["ConvertPlan", "parse_value_map", "convert_dataset"]
 
@@ -126,6 +128,7 @@ def _unique_name(sample: Sample, taken: set[str]) -> str:
             break
     else:
         base = sample.image.stem
+    base = re.sub(r"\s", "_", base)  # list files separate image and mask by white space
     if sample.index is not None:
         base = f"{base}_{sample.index:04d}"
     name, k = base, 1
@@ -236,6 +239,8 @@ def convert_dataset(
             f"--ignore-color {ignore_color}: is the colour of a class; pick another for unlabelled"
         )
     staging = None
+    # folders above ``out`` that this run creates, deepest first: removed again if it fails
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     if not dry_run:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -248,6 +253,11 @@ def convert_dataset(
 
     def one(s: Sample) -> tuple[Counter[int], Counter[str], str | None, tuple[str, str] | None]:
         remapped: Counter[str] = Counter()
+        try:  # the image must be whole and readable: it is copied as it is
+            height, width = _image_size(s, spec, False)
+        except PixelwiseError as exc:
+            msg = str(exc)
+            return Counter(), remapped, msg if str(s.image) in msg else f"{s.image}: {msg}", None
         try:
             raw = _remap(read_sample_mask(s, spec), table, remapped)
             labels, bad = decode_mask(raw, spec)
@@ -260,6 +270,14 @@ def convert_dataset(
                 Counter(),
                 remapped,
                 f"{s.where}: mask values outside the declared classes: {vals}",
+                None,
+            )
+        if labels.shape != (height, width):
+            return (
+                Counter(),
+                remapped,
+                f"{s.where}: mask size {labels.shape[1]}x{labels.shape[0]} != image size "
+                f"{width}x{height}",
                 None,
             )
         vals, counts = np.unique(labels, return_counts=True)
@@ -292,7 +310,9 @@ def convert_dataset(
         by_key = {(str(s.image), str(s.mask), s.index): written[id(s)] for s in unique}
         for name, ss in members.items():
             lines = [" ".join(by_key[(str(s.image), str(s.mask), s.index)]) for s in ss]
-            write_text_atomic(staging / f"{name}.txt", "\n".join(lines) + "\n")
+            # names that are not UTF-8 keep their bytes (the list reader uses surrogateescape)
+            text = "\n".join(lines) + "\n"
+            write_bytes_atomic(staging / f"{name}.txt", text.encode("utf-8", "surrogateescape"))
         write_text_atomic(staging / "dataset.yaml", _dataset_yaml(spec, names, to, ignore_color))
         if out.exists():
             out.rmdir()  # empty (checked); replaced by the finished folder
@@ -303,6 +323,12 @@ def convert_dataset(
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+        if not plan.written:
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 def _dataset_yaml(

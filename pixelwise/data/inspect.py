@@ -33,6 +33,8 @@ from .spec import DatasetSpec, Sample, decode_mask, resolve_split
 __all__ = ["inspect_dataset", "report_text", "write_reports", "SampleStats"]
 
 _MAX_VALUES = 256  # raw mask values listed per split
+_MAX_FILES_SHOWN = 3  # mask files named per undeclared value in a problem line
+_MAX_FILES_LISTED = 20  # ... and in the JSON's undeclared_files
 
 
 @dataclass
@@ -121,6 +123,14 @@ def _name(s: Sample, root: Path | None = None) -> str:
     return str(path) + (f"[{s.index}]" if s.index is not None else "")
 
 
+def _mask_name(s: Sample, root: Path | None = None) -> str:
+    """The mask file for the report, relative to the dataset root where it lies inside it."""
+    path = s.mask if s.mask is not None else s.image
+    if root is not None and path.is_relative_to(root):
+        path = path.relative_to(root)
+    return str(path) + (f" [item {s.index}]" if s.index is not None else "")
+
+
 def inspect_dataset(
     spec: DatasetSpec, splits: Sequence[str] | None = None, *, workers: int | None = None
 ) -> dict[str, Any]:
@@ -128,7 +138,8 @@ def inspect_dataset(
 
     Returns:
         The report as a JSON-ready dict: ``dataset``, ``classes``, ``splits`` (per split: counts,
-        sizes, channels, class pixels and presence, empty images, mask values, problems) and
+        sizes, channels, class pixels and presence, empty images, mask values, undeclared values
+        with their pixel counts and the mask files holding them, problems) and
         ``overlaps`` (images shared between splits).
     """
     names = list(splits or spec.splits)
@@ -167,6 +178,7 @@ def inspect_dataset(
         modes: Counter[str] = Counter()
         raw_values: Counter[str] = Counter()
         undeclared: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        undeclared_in: dict[str, list[str]] = defaultdict(list)  # value → mask files
         empty, problems = [], list(pairing[name])
         labelled = 0
         for s in samples:
@@ -186,11 +198,19 @@ def inspect_dataset(
             for v, n in st.undeclared.items():
                 undeclared[v][0] += n
                 undeclared[v][1] += 1
+                undeclared_in[v].append(_mask_name(s, spec.root))
             if st.class_pixels.sum() == 0:
                 empty.append(_name(s, spec.root))
         for v, (n, files) in sorted(undeclared.items()):
+            where = undeclared_in[v]
+            shown = ", ".join(where[:_MAX_FILES_SHOWN]) + (
+                f" and {len(where) - _MAX_FILES_SHOWN} more"
+                if len(where) > _MAX_FILES_SHOWN
+                else ""
+            )
             problems.append(
-                f"split {name!r}: mask value {v} is not a declared class ({n} px in {files} file(s))"
+                f"split {name!r}: mask value {v} is not a declared class "
+                f"({n} px in {files} file(s): {shown})"
             )
         total = int(pixels.sum())
         report["splits"][name] = {
@@ -213,6 +233,13 @@ def inspect_dataset(
                 sorted(raw_values.most_common(_MAX_VALUES), key=lambda kv: _sort_key(kv[0]))
             ),
             "undeclared_values": {v: n for v, (n, _) in sorted(undeclared.items())},
+            "undeclared_files": {
+                v: {
+                    "count": len(undeclared_in[v]),
+                    "examples": undeclared_in[v][:_MAX_FILES_LISTED],
+                }
+                for v in sorted(undeclared)
+            },
             "problems": problems,
         }
     report["overlaps"] = _overlaps(names, resolved, stats, spec.root)

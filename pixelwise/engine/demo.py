@@ -141,6 +141,12 @@ def load_demo_model(
     return Segmenter.from_checkpoint(path, device=device), info
 
 
+def _text(value: object) -> str:
+    """``str(value)`` with undecodable file-name bytes (surrogate escapes) as ``\\xNN``, so that a
+    file name that is not UTF-8 can be written to JSON or drawn."""
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _unique_names(paths: Sequence[Path]) -> list[str]:
     names: list[str] = []
     for p in paths:
@@ -246,7 +252,8 @@ def segment_demo(
     paths = list(dict.fromkeys([*paths, *more]))
     if not paths:
         reason = "; ".join(f"{p}: {r}" for p, r in failed) or "no images given"
-        raise PixelwiseError(f"nothing to segment: no sample photos are installed and {reason}")
+        none = "no sample photos are installed and " if samples else ""
+        raise PixelwiseError(f"nothing to segment: {none}{reason}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(failed=list(failed))
@@ -273,7 +280,7 @@ def segment_demo(
         h, w = item.size
         blend = overlay.crop((0, 0, w, h))
         rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
-        rows.append((f"{path.name}  ({w} x {h})", Image.fromarray(rgb), blend, item.areas))
+        rows.append((_text(f"{path.name}  ({w} x {h})"), Image.fromarray(rgb), blend, item.areas))
     if rows:
         result.sheet = out / "contact_sheet.png"
         colors = dict(zip(meta.class_names, meta.colors, strict=False))
@@ -282,15 +289,15 @@ def segment_demo(
     summary = {
         "images": [
             {
-                "source": str(i.source),
-                "mask": i.mask.name,
-                "overlay": i.overlay.name,
+                "source": _text(i.source),
+                "mask": _text(i.mask.name),
+                "overlay": _text(i.overlay.name),
                 "size": list(i.size),
                 "areas": {n: round(f, 6) for n, f in i.areas},
             }
             for i in result.images
         ],
-        "failed": [{"input": p, "reason": r} for p, r in result.failed],
+        "failed": [{"input": _text(p), "reason": _text(r)} for p, r in result.failed],
         "classes": meta.class_names,
     }
     write_text_atomic(result.summary, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

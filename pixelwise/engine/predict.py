@@ -82,7 +82,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
             if not files:
                 failed.append((item, "folder holds no images"))
             found.extend(files)
-        elif os.path.exists(item):
+        elif os.path.lexists(item):  # a looping or broken link too: the reader names the reason
             found.append(Path(item))
         else:
             failed.append((item, "no such file or folder"))
