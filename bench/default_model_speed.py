@@ -7,6 +7,11 @@ Three parts per image, timed separately, batch 1, on this machine's CPU threads:
   cropping back, class decision, the uint8 label map on the host (what ``predict`` calls);
 - *write*: ``pixelwise.data.io.write_png`` of the palette mask.
 
+Then two measurements behind choices made for the CPU: the forward pass per image at batch 1 and
+batch 4 (``--batch-sizes``; why ``pixelwise serve`` does not batch on the CPU), and the class
+decision on 4×K×H×W logits by ``argmax(dim=1)`` against ``max(dim=1).indices`` (what
+``pixelwise.outputs.labels`` uses).
+
     python bench/default_model_speed.py                      # the bundled camvid model, 60 test frames
     python bench/default_model_speed.py --model runs/x/best.ckpt --images 20
 
@@ -41,6 +46,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--repeats", type=int, default=7, help="timed calls per batch size")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,6 +86,37 @@ def main() -> None:
         print(f"| {name} | {1000 * med:.1f} | {1000 * statistics.mean(ts):.1f} | {1 / med:.1f} |")
     total = sum(statistics.median(ts) for ts in times.values())
     print(f"| all three | {1000 * total:.1f} | | {1 / total:.1f} |")
+
+    h, w = image.shape[:2]
+    x1 = seg.preprocess(image)[None]
+    print("\nForward pass only (`Segmenter.logits`, the memory format the segmenter uses):\n")
+    print("| batch | median ms per batch | ms per image | images/s |")
+    print("| ---: | ---: | ---: | ---: |")
+    with torch.inference_mode():
+        for b in args.batch_sizes:
+            x = x1.expand(b, -1, -1, -1).contiguous()
+            med = _median_seconds(lambda x=x: seg.logits(x), args.repeats)
+            print(f"| {b} | {1000 * med:.1f} | {1000 * med / b:.1f} | {b / med:.1f} |")
+        logits = seg.logits(x1.expand(4, -1, -1, -1).contiguous())
+        k = logits.shape[1]
+        print(f"\nClass decision on 4×{k}×{h}×{w} float32 logits (contiguous):\n")
+        print("| operation | median ms |")
+        print("| --- | ---: |")
+        for name, fn in (
+            ("`argmax(dim=1)`", lambda: logits.argmax(dim=1)),
+            ("`max(dim=1).indices`", lambda: logits.max(dim=1).indices),
+        ):
+            print(f"| {name} | {1000 * _median_seconds(fn, args.repeats):.1f} |")
+
+
+def _median_seconds(fn, repeats: int) -> float:  # noqa: ANN001
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
 
 
 if __name__ == "__main__":

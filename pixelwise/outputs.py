@@ -81,6 +81,6 @@ def labels(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     if logits.shape[1] == 1:
         return (logits[:, 0] > logit_threshold(threshold)).long()
     # max(dim).indices, not argmax: the same first-maximum index, but PyTorch's CPU argmax over
-    # the class dimension of a contiguous N×K×H×W tensor is ~6× slower (57 ms against 9 ms for
-    # 4×11×360×480 on 2 cores), which was over a third of the bundled model's prediction time.
+    # the class dimension of a contiguous N×K×H×W tensor is ~15× slower (50.6 ms against 3.3 ms for
+    # 4×11×360×480 on 2 cores; bench/default_model_speed.py).
     return logits.max(dim=1).indices

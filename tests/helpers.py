@@ -62,3 +62,21 @@ def toy_dataset(root: Path, n: int = 8, size: int = 32) -> Path:
         Image.fromarray(img).save(root / "images" / f"im{i}.png")
         Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
     return root
+
+
+def segment_scope(headers: list[tuple[bytes, bytes]]) -> dict:
+    """The ASGI scope of ``POST /v1/segment`` on the test server, with ``headers`` as given."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/segment",
+        "raw_path": b"/v1/segment",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }

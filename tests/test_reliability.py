@@ -327,16 +327,7 @@ def test_garbage_onnx_and_safetensors_are_refused_in_one_line(tmp_path: Path, da
     assert str(onnx) in str(info.value) and "\n" not in str(info.value)
     # a bundle: its description names the weights; garbage weights (with no checksum to catch
     # them first) must still give one line
-    meta = ModelMeta(
-        arch="unet",
-        num_classes=2,
-        in_channels=3,
-        class_names=["a", "b"],
-        colors=[[0, 0, 0], [255, 255, 255]],
-        mean=[0.5] * 3,
-        std=[0.25] * 3,
-        model_kwargs={"base_channels": 4, "depth": 2},
-    )
+    meta = _tiny_meta()
     (tmp_path / "m.safetensors").write_bytes(data)
     (tmp_path / "m.json").write_text(
         json.dumps(
@@ -355,8 +346,9 @@ def test_garbage_onnx_and_safetensors_are_refused_in_one_line(tmp_path: Path, da
     assert "m.safetensors" in str(info.value) and "\n" not in str(info.value)
 
 
-def _tiny_checkpoint(path: Path) -> None:
-    meta = ModelMeta(
+def _tiny_meta() -> ModelMeta:
+    """The description of a 2-class U-Net at width 4, depth 2 (the models these tests load)."""
+    return ModelMeta(
         arch="unet",
         num_classes=2,
         in_channels=3,
@@ -366,6 +358,10 @@ def _tiny_checkpoint(path: Path) -> None:
         std=[0.25] * 3,
         model_kwargs={"base_channels": 4, "depth": 2},
     )
+
+
+def _tiny_checkpoint(path: Path) -> None:
+    meta = _tiny_meta()
     model = create_model("unet", num_classes=2, in_channels=3, base_channels=4, depth=2)
     save_checkpoint(
         path,

@@ -29,6 +29,7 @@ pytest.importorskip("python_multipart")
 pytest.importorskip("prometheus_client")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from helpers import segment_scope  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from pixelwise.engine import Segmenter, predict_files  # noqa: E402
@@ -524,21 +525,8 @@ def test_stalled_upload_answers_408_and_frees_its_slot(
         async def send(message: dict) -> None:
             sent.append(message)
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/segment",
-            "raw_path": b"/v1/segment",
-            "query_string": b"",
-            "root_path": "",
-            "client": ("127.0.0.1", 5000),
-            "server": ("testserver", 80),
-            "headers": [(b"host", b"testserver"), (b"content-type", b"image/png")],
-        }
-        await client.app(scope, receive, send)
+        headers = [(b"host", b"testserver"), (b"content-type", b"image/png")]
+        await client.app(segment_scope(headers), receive, send)
 
     t0 = time.perf_counter()
     client.portal.call(stalled)

@@ -47,6 +47,7 @@ pytest.importorskip("prometheus_client")
 
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from helpers import segment_scope  # noqa: E402
 
 from pixelwise.engine import Segmenter  # noqa: E402
 from pixelwise.engine.checkpoint import ModelMeta  # noqa: E402
@@ -341,21 +342,7 @@ def _asgi_post(app: object, headers: list[tuple[bytes, bytes]], body: bytes) -> 
     async def send(message: dict[str, object]) -> None:
         messages.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/segment",
-        "raw_path": b"/v1/segment",
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    asyncio.run(app(scope, receive, send))  # type: ignore[operator]
+    asyncio.run(app(segment_scope(headers), receive, send))  # type: ignore[operator]
     return int(messages[0]["status"])  # type: ignore[call-overload]
 
 

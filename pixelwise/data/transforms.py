@@ -34,6 +34,17 @@ def default_normalization(channels: int) -> tuple[tuple[float, ...], tuple[float
     return (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.25,))
 
 
+def _pad_to(height: int, width: int) -> A.PadIfNeeded:
+    """Pad to at least ``height`` × ``width``: image with zeros, mask with the ignore index."""
+    return A.PadIfNeeded(
+        min_height=height,
+        min_width=width,
+        border_mode=cv2.BORDER_CONSTANT,
+        fill=0,
+        fill_mask=IGNORE_INDEX,
+    )
+
+
 def build_train_transform(
     *,
     crop_size: Sequence[int] | None,
@@ -51,27 +62,11 @@ def build_train_transform(
     if (lo, hi) != (1.0, 1.0):
         if lo < 1.0:  # a 1-pixel-high image would shrink to nothing: pad it first (mask ignored)
             side = math.ceil(1.0 / lo) + 1
-            ops.append(
-                A.PadIfNeeded(
-                    min_height=side,
-                    min_width=side,
-                    border_mode=cv2.BORDER_CONSTANT,
-                    fill=0,
-                    fill_mask=IGNORE_INDEX,
-                )
-            )
+            ops.append(_pad_to(side, side))
         ops.append(A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0))
     if crop_size is not None:
         h, w = int(crop_size[0]), int(crop_size[1])
-        ops.append(
-            A.PadIfNeeded(
-                min_height=h,
-                min_width=w,
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=IGNORE_INDEX,
-            )
-        )
+        ops.append(_pad_to(h, w))
         ops.append(A.RandomCrop(height=h, width=w))
     if hflip:
         ops.append(A.HorizontalFlip(p=0.5))
