@@ -388,3 +388,25 @@ def test_help_names_the_default_model(capsys: pytest.CaptureFixture[str]) -> Non
         code, out, _ = _main([command, "--help"], capsys)
         assert code == 0
         assert "camvid" in out and "bundled" in out, command
+
+
+# ---- the shipped default model against its model card ---------------------------------------------
+
+
+@pytest.mark.slow
+def test_shipped_camvid_reproduces_its_model_card(require_data) -> None:  # noqa: ANN001
+    """The default model's card figure (docs/models/camvid.md, from camvid_test.json) is what the
+    shipped bundle scores on CamVid test now: mIoU and every class IoU within 0.1 point."""
+    require_data("camvid")
+    root = Path(__file__).resolve().parents[1]
+    card = json.loads((root / "docs/models/results/camvid_test.json").read_text())
+    spec = pixelwise.load_dataset_spec(root / "configs/data/camvid.yaml")
+    result = pixelwise.evaluate(pixelwise.load("camvid"), spec, "test", progress=False)
+    assert result.num_images == card["num_images"] == 233
+    scores = result.scores
+    assert abs(scores.miou - card["miou"]) <= 0.001, (scores.miou, card["miou"])
+    ious = {c["name"]: c["iou"] for c in card["per_class"]}
+    for name, iou in zip(spec.class_names, scores.iou, strict=True):
+        assert abs(iou - ious[name]) <= 0.001, (name, iou, ious[name])
+    # the bundle's own description states the same figure, in percent
+    assert abs(bundle_info("camvid")["extra"]["test_miou"] - 100 * card["miou"]) < 0.006
