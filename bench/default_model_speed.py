@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--amp", default="off", help="autocast: off (float32), bf16, auto")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--repeats", type=int, default=7, help="timed calls per batch size")
     args = ap.parse_args()
@@ -54,7 +55,7 @@ def main() -> None:
     paths = sorted(p for p in CAMVID_TEST.glob("*.png"))[: args.images]
     if not paths:
         raise SystemExit(f"{CAMVID_TEST}: no CamVid test images")
-    seg = pixelwise.load(args.model)
+    seg = pixelwise.load(args.model, amp=args.amp)
     colors = seg.meta.colors
     for p in paths[: args.warmup]:
         seg.segment(read_image(p))
@@ -76,7 +77,7 @@ def main() -> None:
     print(
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, "
         f"{torch.get_num_threads()} CPU threads; torch {torch.__version__}; model `{args.model}` "
-        f"({seg.meta.arch}); {len(paths)} CamVid test frames at {image.shape[0]}×{image.shape[1]}, "
+        f"({seg.meta.arch}), amp {args.amp}; {len(paths)} CamVid test frames at {image.shape[0]}×{image.shape[1]}, "
         f"batch 1, after {args.warmup} warm-up images.\n"
     )
     print("| part | median ms | mean ms | images/s (from the median) |")
