@@ -383,6 +383,31 @@ def test_model_omitted_uses_the_bundled_camvid(
     assert code == 2 and "bundled: camvid" in err and len(err.strip().splitlines()) == 1
 
 
+def test_amp_option_scores_like_float32_and_rejects_unknown_values(
+    bundles: Path, synth, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--amp bf16 runs the forward pass under bfloat16 autocast: on a tiny model the evaluation
+    report matches float32 closely; an unknown --amp is a one-line error (exit 2)."""
+    write_bundle(tiny(), bundles, "camvid")
+    masks = {f"s{i}": np.random.default_rng(i).integers(0, 3, (24, 32), np.uint8) for i in range(3)}
+    data = synth.paired(masks, folder="data")
+    reports = {}
+    for amp in ("off", "bf16"):
+        out = synth.root / f"report_{amp}.json"
+        args = ["evaluate", "--data", str(data), "--split", "all", "--workers", "0", "--quiet"]
+        code, _, err = _main([*args, "--amp", amp, "--out", str(out)], capsys)
+        assert code == 0, err
+        reports[amp] = json.loads(out.read_text())
+    assert abs(reports["bf16"]["miou"] - reports["off"]["miou"]) < 0.02
+    assert abs(reports["bf16"]["pixel_accuracy"] - reports["off"]["pixel_accuracy"]) < 0.02
+    seg_bf16 = pixelwise.load("camvid", amp="bf16")
+    assert seg_bf16.amp_dtype == torch.bfloat16 and pixelwise.load("camvid").amp_dtype is None
+    code, _, err = _main(
+        ["evaluate", "--data", str(data), "--split", "all", "--amp", "fp8"], capsys
+    )
+    assert code == 2 and "fp8" in err and len(err.strip().splitlines()) == 1
+
+
 def test_help_names_the_default_model(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("predict", "evaluate", "demo"):
         code, out, _ = _main([command, "--help"], capsys)
