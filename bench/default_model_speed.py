@@ -33,6 +33,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from timing import median_seconds  # noqa: E402
+
 import pixelwise  # noqa: E402
 from pixelwise.data.io import read_image, write_png  # noqa: E402
 from pixelwise.engine.visualize import mask_image  # noqa: E402
@@ -96,7 +98,7 @@ def main() -> None:
     with torch.inference_mode():
         for b in args.batch_sizes:
             x = x1.expand(b, -1, -1, -1).contiguous()
-            med = _median_seconds(lambda x=x: seg.logits(x), args.repeats)
+            med = median_seconds(lambda x=x: seg.logits(x), args.repeats)
             print(f"| {b} | {1000 * med:.1f} | {1000 * med / b:.1f} | {b / med:.1f} |")
         logits = seg.logits(x1.expand(4, -1, -1, -1).contiguous())
         k = logits.shape[1]
@@ -107,17 +109,7 @@ def main() -> None:
             ("`argmax(dim=1)`", lambda: logits.argmax(dim=1)),
             ("`max(dim=1).indices`", lambda: logits.max(dim=1).indices),
         ):
-            print(f"| {name} | {1000 * _median_seconds(fn, args.repeats):.1f} |")
-
-
-def _median_seconds(fn, repeats: int) -> float:  # noqa: ANN001
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+            print(f"| {name} | {1000 * median_seconds(fn, args.repeats):.1f} |")
 
 
 if __name__ == "__main__":

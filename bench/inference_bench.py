@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from timing import median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 11
@@ -131,16 +131,6 @@ def _randomise_zero_layers(model: torch.nn.Module) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
 
 
-def _median_ms(fn, repeats: int) -> float:  # noqa: ANN001
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
-
-
 def _onnx(archs: list[str], repeats: int) -> list[str]:
     from pixelwise.engine.export import compare_onnx, export_onnx
     from pixelwise.engine.onnx_model import load_onnx
@@ -161,8 +151,8 @@ def _onnx(archs: list[str], repeats: int) -> list[str]:
                 scale = float(model(x).abs().max())
                 cl = model.to(memory_format=torch.channels_last)
                 xc = x.contiguous(memory_format=torch.channels_last)
-                torch_ms = _median_ms(lambda: cl(xc), repeats)  # noqa: B023
-                ort_ms = _median_ms(lambda: onnx_model(x), repeats)  # noqa: B023
+                torch_ms = 1000 * median_seconds(lambda: cl(xc), repeats)  # noqa: B023
+                ort_ms = 1000 * median_seconds(lambda: onnx_model(x), repeats)  # noqa: B023
             rows.append(
                 f"| {arch} | {diffs[0][1]:.1e} | {diffs[1][1]:.1e} | {scale:.2f} | "
                 f"{path.stat().st_size / 2**20:.1f} | {export_s:.0f} | {torch_ms:.1f} | "

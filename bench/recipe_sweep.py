@@ -225,10 +225,9 @@ COST = {  # name → (architecture, params), random weights: speed does not depe
 def cost(threads: int | None) -> None:
     """Per candidate, on this CPU: the bare forward of one 360×480 image (eval, channels_last, fp32,
     median of 15) and one training step at the recipe's batch (8 × 384², AdamW, median of 3)."""
-    import statistics
-
     import torch
     import torch.nn.functional as F
+    from timing import median_seconds
 
     from pixelwise.registry import create_model
 
@@ -247,27 +246,19 @@ def cost(threads: int | None) -> None:
         )
         x = torch.randn(1, 3, 360, 480).to(memory_format=torch.channels_last)
         with torch.inference_mode():
-            for _ in range(3):
-                model(x)
-            times = []
-            for _ in range(15):
-                t = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - t)
-        forward = statistics.median(times) * 1000
+            forward = 1000 * median_seconds(lambda: model(x), 15, warmup=3)  # noqa: B023
         model.train()
         opt = torch.optim.AdamW(model.parameters(), 1e-3)
         xb = torch.randn(8, 3, 384, 384).to(memory_format=torch.channels_last)
         yb = torch.randint(0, 11, (8, 384, 384))
-        times = []
-        for _ in range(4):
-            t = time.perf_counter()
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad()
+
+        def train_step() -> None:
+            loss = F.cross_entropy(model(xb), yb)  # noqa: B023
+            opt.zero_grad()  # noqa: B023
             loss.backward()
-            opt.step()
-            times.append(time.perf_counter() - t)
-        step = statistics.median(times[1:])
+            opt.step()  # noqa: B023
+
+        step = median_seconds(train_step, 3, warmup=1)
         print(f"| {name} | {forward:.1f} | {step:.2f} | {step * 59 * 40 / 60:.0f} |", flush=True)
 
 

@@ -11,24 +11,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from functools import partial
 
 import torch
+from timing import median_seconds
 
 import pixelwise as pw
 from pixelwise.losses import cross_entropy
-
-
-def _time(fn, repeats: int) -> float:  # noqa: ANN001
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def _sync(device: torch.device) -> None:
@@ -79,8 +68,8 @@ def main() -> None:
         y = torch.randint(0, 11, (8, 256, 256), device=dev)
         xe = torch.randn(4, 3, 360, 480, device=dev)
         for name, dtype in (("float32", None), ("bfloat16", torch.bfloat16)):
-            tt = _time(partial(_train_step, model, opt, x, y, dtype), args.repeats)
-            ti = _time(partial(_infer, model, xe, dtype), args.repeats)
+            tt = median_seconds(partial(_train_step, model, opt, x, y, dtype), args.repeats)
+            ti = median_seconds(partial(_infer, model, xe, dtype), args.repeats)
             print(f"| {width} | {params:.1f} | {name} | {8 / tt:.1f} | {4 / ti:.1f} |", flush=True)
 
 
