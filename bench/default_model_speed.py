@@ -7,7 +7,9 @@ Three parts per image, timed separately, batch 1, on this machine's CPU threads:
   cropping back, class decision, the uint8 label map on the host (what ``predict`` calls);
 - *write*: ``pixelwise.data.io.write_png`` of the palette mask.
 
-Then two measurements behind choices made for the CPU: the forward pass per image at batch 1 and
+Then the model path split into its stages on the same frames (normalisation to a tensor, the
+forward pass with its float32 logits, the class decision with the uint8 map on the host), and two
+measurements behind choices made for the CPU: the forward pass per image at batch 1 and
 batch 4 (``--batch-sizes``; why ``pixelwise serve`` does not batch on the CPU), and the class
 decision on 4×K×H×W logits by ``argmax(dim=1)`` against ``max(dim=1).indices`` (what
 ``pixelwise.outputs.labels`` uses).
@@ -48,7 +50,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--amp", default="off", help="autocast: off (float32), bf16, auto")
+    ap.add_argument(
+        "--amp", default="model", help="autocast: model (the bundle's checked one), off, bf16, auto"
+    )
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--repeats", type=int, default=7, help="timed calls per batch size")
     args = ap.parse_args()
@@ -79,7 +83,7 @@ def main() -> None:
     print(
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, "
         f"{torch.get_num_threads()} CPU threads; torch {torch.__version__}; model `{args.model}` "
-        f"({seg.meta.arch}), amp {args.amp}; {len(paths)} CamVid test frames at {image.shape[0]}×{image.shape[1]}, "
+        f"({seg.meta.arch}), amp {args.amp} (runs as {seg.amp}); {len(paths)} CamVid test frames at {image.shape[0]}×{image.shape[1]}, "
         f"batch 1, after {args.warmup} warm-up images.\n"
     )
     print("| part | median ms | mean ms | images/s (from the median) |")
@@ -89,6 +93,26 @@ def main() -> None:
         print(f"| {name} | {1000 * med:.1f} | {1000 * statistics.mean(ts):.1f} | {1 / med:.1f} |")
     total = sum(statistics.median(ts) for ts in times.values())
     print(f"| all three | {1000 * total:.1f} | | {1 / total:.1f} |")
+
+    stages: dict[str, list[float]] = {"normalise": [], "forward": [], "decision": []}
+    with torch.inference_mode():
+        for p in paths:
+            image = read_image(p)
+            t0 = time.perf_counter()
+            x = seg.preprocess(image)[None]
+            t1 = time.perf_counter()
+            logits = seg.logits(x)
+            t2 = time.perf_counter()
+            seg.labels(logits)[0].to(torch.uint8).cpu().numpy()
+            t3 = time.perf_counter()
+            stages["normalise"].append(t1 - t0)
+            stages["forward"].append(t2 - t1)
+            stages["decision"].append(t3 - t2)
+    print("\nThe model path by stage (same frames, batch 1):\n")
+    print("| stage | median ms | mean ms |")
+    print("| --- | ---: | ---: |")
+    for name, ts in stages.items():
+        print(f"| {name} | {1000 * statistics.median(ts):.1f} | {1000 * statistics.mean(ts):.1f} |")
 
     h, w = image.shape[:2]
     x1 = seg.preprocess(image)[None]

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ._options import AmpOption, DeviceOption
 from .pretrained import DEFAULT_MODEL
 
 __all__ = ["app", "main"]
@@ -33,7 +34,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-_DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")]
 # --model of every inference command: a file, or a bundled model's name (pixelwise.pretrained)
 _ModelOption = Annotated[
     str,
@@ -91,14 +91,6 @@ _BlendOption = Annotated[
 _MaxWholeOption = Annotated[
     int, typer.Option(help="auto tiling: largest H×W predicted as a whole image.")
 ]
-_AmpOption = Annotated[
-    str,
-    typer.Option(
-        help="Autocast for the forward pass: off (float32), bf16, fp16 (CUDA) or auto (bf16 where "
-        "the CPU/GPU has it natively). bf16 halves the bundled camvid model's time on CPUs with "
-        "AVX-512 BF16 (docs/models/camvid.md)."
-    ),
-]
 
 
 def _segmenter(
@@ -113,7 +105,7 @@ def _segmenter(
     overlap: float,
     blend: str,
     max_whole_pixels: int,
-    amp: str = "off",
+    amp: str = "model",
 ):  # noqa: ANN202 - a pixelwise.engine.Segmenter, imported lazily
     """The Segmenter every inference command builds from its options."""
     from .engine import Segmenter
@@ -153,7 +145,7 @@ def _processes(device: str):  # noqa: ANN202 - (DistContext, str), imported lazi
 
 
 def _inference_note(seg) -> str:  # noqa: ANN001
-    parts = []
+    parts = [] if seg.amp == "off" else [f"autocast {seg.amp}"]
     if seg.tta is not None:
         parts.append(
             f"TTA: {'flips × ' if seg.tta.flip else ''}scales "
@@ -230,7 +222,7 @@ def evaluate(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
-    device: _DeviceOption = "auto",
+    device: DeviceOption = "auto",
     crf: _CRFOption = None,
     tta: _TTAOption = False,
     tta_scales: _TTAScalesOption = "0.75,1,1.25",
@@ -239,7 +231,7 @@ def evaluate(
     overlap: _OverlapOption = 0.25,
     blend: _BlendOption = "gaussian",
     max_whole_pixels: _MaxWholeOption = 2048 * 2048,
-    amp: _AmpOption = "off",
+    amp: AmpOption = "model",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Score a model on a labelled split: per-class IoU/Dice/accuracy and their means."""
@@ -324,7 +316,7 @@ def predict(
     ] = False,
     batch_size: Annotated[int, typer.Option(help="Same-size images per forward pass.")] = 4,
     workers: Annotated[int, typer.Option(help="Image-decoding processes.")] = 2,
-    device: _DeviceOption = "auto",
+    device: DeviceOption = "auto",
     crf: _CRFOption = None,
     tta: _TTAOption = False,
     tta_scales: _TTAScalesOption = "0.75,1,1.25",
@@ -333,7 +325,7 @@ def predict(
     overlap: _OverlapOption = 0.25,
     blend: _BlendOption = "gaussian",
     max_whole_pixels: _MaxWholeOption = 2048 * 2048,
-    amp: _AmpOption = "off",
+    amp: AmpOption = "model",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Segment images: <name>.png class-index masks (class colours as palette) and overlays;
@@ -449,11 +441,37 @@ def bundle(
     check: Annotated[
         bool, typer.Option(help="Compare the bundle's logits with the checkpoint's.")
     ] = True,
+    amp: Annotated[
+        str,
+        typer.Option(
+            help="Record a reduced precision (bf16) the bundle then predicts under by default "
+            "where the hardware runs it natively; needs --check-data: refused when it scores "
+            "more than 0.1 mIoU point below float32 there."
+        ),
+    ] = "off",
+    check_data: Annotated[
+        Path | None, typer.Option(help="Dataset YAML or folder to check --amp on.")
+    ] = None,
+    check_split: Annotated[str, typer.Option(help="The split --amp is checked on.")] = "test",
+    workers: Annotated[int, typer.Option(help="Data-loading processes for --check-data.")] = 2,
 ) -> None:
     """Write a model bundle: NAME.safetensors (weights) + NAME.json (classes, normalisation, input
     size, provenance). A bundle in pixelwise/pretrained/ is loaded by name: --model NAME."""
-    from .engine.bundle import compare_models, read_bundle, source_model, write_bundle
+    from .engine.bundle import (
+        check_amp,
+        compare_models,
+        read_bundle,
+        source_model,
+        write_bundle,
+    )
     from .errors import PixelwiseError
+
+    if amp not in ("off", "bf16"):
+        raise PixelwiseError(f"--amp {amp!r}: a bundle records off or bf16")
+    if amp != "off" and check_data is None:
+        raise PixelwiseError(
+            f"--amp {amp} needs --check-data DATA: the split it is checked to score like float32 on"
+        )
     from .pretrained import pretrained_dir
 
     info: dict = {}
@@ -475,6 +493,28 @@ def bundle(
         extra=info,
     )
     written, _, desc = read_bundle(path)
+    if amp != "off":
+        from .data import load_dataset_spec
+
+        spec = load_dataset_spec(check_data)  # type: ignore[arg-type]
+        checked = check_amp(path, amp, spec, check_split, num_workers=workers)
+        path = write_bundle(
+            (written, meta),
+            path.parent,
+            name,
+            dtype=dtype,
+            input_size=input_size,
+            extra=info,
+            inference={"amp": amp, "check": checked},
+        )
+        console.print(
+            f"{amp} checked on {checked['data']}/{checked['split']} ({checked['images']} images): "
+            f"mIoU {100 * checked['miou_amp']:.2f} against {100 * checked['miou_float32']:.2f} "
+            f"in float32; recorded as the bundle's inference precision",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     weights = Path(desc["weights_path"])
     console.print(
         f"bundled {model} as {name!r}: {path} + {weights.name} "
@@ -521,7 +561,7 @@ def demo(
         typer.Option(help="Segment the sample photos shipped by installed packages too."),
     ] = True,
     workers: Annotated[int, typer.Option(help="Data-loading processes for the scoring.")] = 2,
-    device: _DeviceOption = "auto",
+    device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Try a model with nothing but the install: segment sample photos (and IMAGES), write masks,

@@ -408,6 +408,154 @@ def test_amp_option_scores_like_float32_and_rejects_unknown_values(
     assert code == 2 and "fp8" in err and len(err.strip().splitlines()) == 1
 
 
+# ---- a checked inference precision (``inference.amp``) ------------------------------------------
+
+CHECK = {"data": "synthetic", "split": "all", "images": 3, "miou_float32": 0.5, "miou_amp": 0.5}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_recorded_amp_is_used_only_where_the_hardware_runs_it_natively(
+    bundles: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """amp="model" (the default of load, predict, evaluate, serve) runs a bundle under the bf16 it
+    records where amp="auto" would pick bf16 on that device, float32 elsewhere; a bundle without
+    the record, and a checkpoint, run in float32; an explicit amp always wins."""
+    import pixelwise.engine.bundle as bundle_mod
+
+    real = bundle_mod.resolve_amp
+    monkeypatch.setattr(
+        bundle_mod,
+        "resolve_amp",
+        lambda amp, dev: (torch.bfloat16 if native else None) if amp == "auto" else real(amp, dev),
+    )
+    model, meta = tiny()
+    write_bundle((model, meta), bundles, "checked", inference={"amp": "bf16", "check": CHECK})
+    write_bundle((model, meta), bundles, "plain")
+    assert bundle_info("checked")["inference"] == {"amp": "bf16", "check": CHECK}
+    assert "inference" not in bundle_info("plain")
+    expected = torch.bfloat16 if native else None
+    assert pixelwise.load("checked").amp_dtype == expected
+    assert pixelwise.load("checked").amp == ("bf16" if native else "off")
+    assert pixelwise.load("checked", amp="off").amp_dtype is None
+    assert pixelwise.load("plain").amp_dtype is None
+    assert pixelwise.load("plain", amp="bf16").amp_dtype == torch.bfloat16
+    ckpt = bundles.parent / "m.ckpt"
+    save_checkpoint(ckpt, {"meta": meta.to_dict(), "model": model.state_dict()})
+    assert pixelwise.load(ckpt).amp_dtype is None
+
+
+@pytest.mark.parametrize(
+    ("inference", "needle"),
+    [
+        ({"amp": "fp8", "check": CHECK}, "inference amp 'fp8'"),
+        ({"amp": "bf16"}, "without the check"),
+        ("bf16", "inference amp 'bf16'"),
+    ],
+)
+def test_a_bad_inference_record_is_a_one_line_error(
+    tmp_path: Path, inference: object, needle: str
+) -> None:
+    with pytest.raises(PixelwiseError, match=needle) as err:
+        write_bundle(tiny(), tmp_path, "x", inference=inference)  # type: ignore[arg-type]
+    assert "\n" not in str(err.value)
+    path = write_bundle(tiny(), tmp_path, "y")
+    info = json.loads(path.read_text())
+    info["inference"] = inference
+    path.write_text(json.dumps(info))
+    with pytest.raises(PixelwiseError, match=needle):
+        bundle_info(path)
+
+
+def test_bundle_amp_is_checked_on_data_and_recorded(
+    tmp_path: Path, synth, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pixelwise bundle --amp bf16 --check-data DATA scores the bundle in float32 and bf16 on the
+    split, records both in its inference block (the same figures evaluate reports), and the
+    evaluation report states the precision it ran under."""
+    model, meta = tiny()
+    ckpt = tmp_path / "best.ckpt"
+    save_checkpoint(ckpt, {"meta": meta.to_dict(), "model": model.state_dict()})
+    masks = {f"s{i}": np.random.default_rng(i).integers(0, 3, (24, 32), np.uint8) for i in range(3)}
+    data = synth.paired(masks, folder="data")
+    args = ["bundle", "--model", str(ckpt), "--name", "t", "--out", str(tmp_path / "b")]
+    code, _, err = _main([*args, "--amp", "bf16"], capsys)
+    assert code == 2 and "--check-data" in err and len(err.strip().splitlines()) == 1
+    code, out, err = _main(
+        [
+            *args,
+            "--amp",
+            "bf16",
+            "--check-data",
+            str(data),
+            "--check-split",
+            "all",
+            "--workers",
+            "0",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "bf16 checked on" in out
+    check = bundle_info(tmp_path / "b" / "t.json")["inference"]["check"]
+    assert check["split"] == "all" and check["images"] == 3
+    for amp, key in (("off", "miou_float32"), ("bf16", "miou_amp")):
+        report = tmp_path / f"{amp}.json"
+        code, _, err = _main(
+            [
+                "evaluate",
+                "--data",
+                str(data),
+                "--split",
+                "all",
+                "--model",
+                str(tmp_path / "b" / "t.json"),
+                "--amp",
+                amp,
+                "--workers",
+                "0",
+                "--quiet",
+                "--out",
+                str(report),
+            ],
+            capsys,
+        )
+        assert code == 0, err
+        rep = json.loads(report.read_text())
+        assert rep["amp"] == amp
+        assert rep["miou"] == pytest.approx(check[key], abs=1e-6)
+
+
+def test_bundle_amp_losing_accuracy_is_refused(
+    tmp_path: Path, synth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A precision that scores more than 0.1 mIoU point below float32 is not recorded."""
+    import dataclasses
+    import importlib
+
+    from pixelwise.engine.bundle import check_amp
+
+    evaluate_mod = importlib.import_module(
+        "pixelwise.engine.evaluate"
+    )  # the module, not the function
+    real = evaluate_mod.evaluate
+
+    def lower_under_bf16(seg, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        result = real(seg, *args, **kwargs)
+        if seg.amp == "bf16":
+            result.scores = dataclasses.replace(result.scores, miou=result.scores.miou - 0.0015)
+        return result
+
+    monkeypatch.setattr(evaluate_mod, "evaluate", lower_under_bf16)
+    masks = {f"s{i}": np.random.default_rng(i).integers(0, 3, (24, 32), np.uint8) for i in range(3)}
+    spec = pixelwise.load_dataset_spec(synth.paired(masks, folder="data"))
+    path = write_bundle(tiny(), tmp_path, "t")
+    with pytest.raises(PixelwiseError, match="more than 0.1 point lower") as err:
+        check_amp(path, "bf16", spec, "all", num_workers=0)
+    assert "\n" not in str(err.value)
+    with pytest.raises(PixelwiseError, match="records only bf16"):
+        check_amp(path, "fp16", spec, "all", num_workers=0)
+
+
 def test_help_names_the_default_model(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("predict", "evaluate", "demo"):
         code, out, _ = _main([command, "--help"], capsys)
@@ -419,19 +567,29 @@ def test_help_names_the_default_model(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 @pytest.mark.slow
-def test_shipped_camvid_reproduces_its_model_card(require_data) -> None:  # noqa: ANN001
-    """The default model's card figure (docs/models/camvid.md, from camvid_test.json) is what the
-    shipped bundle scores on CamVid test now: mIoU and every class IoU within 0.1 point."""
+@pytest.mark.parametrize(
+    ("amp", "report"), [("model", "camvid_test.json"), ("off", "camvid_test_float32.json")]
+)
+def test_shipped_camvid_reproduces_its_model_card(require_data, amp: str, report: str) -> None:  # noqa: ANN001
+    """The default model's card figures (docs/models/camvid.md) are what the shipped bundle scores on
+    CamVid test now — at its default precision (the bf16 its bundle records as checked, where this
+    CPU runs bf16 natively) and in float32: mIoU and every class IoU within 0.1 point; and the
+    bundle's own record of its check agrees."""
     require_data("camvid")
     root = Path(__file__).resolve().parents[1]
-    card = json.loads((root / "docs/models/results/camvid_test.json").read_text())
+    card = json.loads((root / "docs/models/results" / report).read_text())
     spec = pixelwise.load_dataset_spec(root / "configs/data/camvid.yaml")
-    result = pixelwise.evaluate(pixelwise.load("camvid"), spec, "test", progress=False)
+    seg = pixelwise.load("camvid", amp=amp)
+    result = pixelwise.evaluate(seg, spec, "test", progress=False)
     assert result.num_images == card["num_images"] == 233
     scores = result.scores
     assert abs(scores.miou - card["miou"]) <= 0.001, (scores.miou, card["miou"])
     ious = {c["name"]: c["iou"] for c in card["per_class"]}
     for name, iou in zip(spec.class_names, scores.iou, strict=True):
         assert abs(iou - ious[name]) <= 0.001, (name, iou, ious[name])
-    # the bundle's own description states the same figure, in percent
-    assert abs(bundle_info("camvid")["extra"]["test_miou"] - 100 * card["miou"]) < 0.006
+    info = bundle_info("camvid")
+    # the bundle's own description states the same figure, in percent, and its bf16 check
+    assert abs(info["extra"]["test_miou"] - 100 * card["miou"]) < 0.006
+    check = info["inference"]["check"]
+    key = "miou_float32" if seg.amp == "off" else "miou_amp"
+    assert abs(check[key] - scores.miou) <= 0.001 and check["images"] == 233

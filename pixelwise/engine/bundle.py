@@ -8,11 +8,16 @@ such as BatchNorm's ``num_batches_tracked`` kept as they are) and is read with
      "sha256": "<of the weights file>", "dtype": "float16", "input_size": [360, 480],
      "parameters": 7763083, "pixelwise_version": "0.1.0",
      "meta": {<ModelMeta: arch, num_classes, class_names, colors, mean, std, model_kwargs, ...>},
-     "extra": {<free provenance: test mIoU, recipe, licence of the encoder weights, ...>}}
+     "extra": {<free provenance: test mIoU, recipe, licence of the encoder weights, ...>},
+     "inference": {"amp": "bf16", "check": {"data": "camvid", "split": "test", "images": 233,
+                   "miou_float32": 0.6891, "miou_amp": 0.6891}}}
 
 ``input_size`` (H, W) is the size the model was trained and evaluated at. Loading casts the weights back
 to float32, so a float16 bundle predicts in float32 with weights rounded to float16 (relative error
-below 2⁻¹¹). Bundles in :mod:`pixelwise.pretrained` are loaded by name: ``pixelwise.load("camvid")``.
+below 2⁻¹¹). The optional ``inference`` block records a reduced precision the model was *checked* to
+score the same under (``pixelwise bundle --amp bf16 --check-data DATA``: mIoU on a labelled split within
+0.1 point of float32); loaders given ``amp="model"`` (the default) use it where the hardware runs
+bfloat16 natively (:func:`checked_amp`) and float32 elsewhere. Bundles in :mod:`pixelwise.pretrained` are loaded by name: ``pixelwise.load("camvid")``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file
@@ -33,12 +38,19 @@ from .._atomic import write_bytes_atomic, write_text_atomic
 from ..errors import PixelwiseError
 from ..pretrained import bundled_path, is_bundle_name
 from .checkpoint import ModelMeta, build_model, load_checkpoint
+from .runtime import resolve_amp
+
+if TYPE_CHECKING:
+    from ..data.spec import DatasetSpec
 
 __all__ = [
+    "AMP_TOLERANCE",
     "BUNDLE_SUFFIXES",
     "DTYPES",
     "FORMAT",
     "bundle_info",
+    "check_amp",
+    "checked_amp",
     "compare_models",
     "is_bundle_path",
     "read_bundle",
@@ -52,6 +64,10 @@ DTYPES = ("float16", "float32")
 BUNDLE_SUFFIXES = (".json", ".safetensors")
 
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+# Reduced precisions a bundle may record for inference, and the largest mIoU loss (a fraction) its
+# check accepts against float32.
+INFERENCE_AMPS = {"bf16": torch.bfloat16}
+AMP_TOLERANCE = 0.001
 
 
 def resolve_model(path: str | os.PathLike[str]) -> Path:
@@ -141,6 +157,7 @@ def write_bundle(
     dtype: str = "float16",
     input_size: tuple[int, int] = (360, 480),
     extra: dict[str, Any] | None = None,
+    inference: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<name>.safetensors`` and ``<name>.json`` into ``out_dir``, atomically (the weights
     first: a bundle is listed once its ``.json`` exists). Existing files of that name are replaced.
@@ -152,6 +169,9 @@ def write_bundle(
         dtype: ``float16`` (half the size) or ``float32`` (exact) for the floating tensors.
         input_size: (H, W) the model was trained and evaluated at.
         extra: free JSON-serialisable information (test scores, recipe, licences).
+        inference: ``{"amp": "bf16", "check": {...}}``: a reduced precision the model was checked
+            to score the same under (``check``: where and what it scored), used by loaders given
+            ``amp="model"``; ``None``: float32.
 
     Returns:
         The path of ``<name>.json``.
@@ -179,8 +199,10 @@ def write_bundle(
         "meta": meta.to_dict(),
         "extra": dict(extra or {}),
     }
+    if inference is not None:
+        info["inference"] = _checked_inference(inference, f"bundle {name!r}")
     try:
-        json.dumps(info["extra"], allow_nan=False)
+        json.dumps({k: info.get(k) for k in ("extra", "inference")}, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise PixelwiseError(f"bundle extra information is not plain JSON ({exc})") from None
     out = Path(out_dir)
@@ -230,7 +252,34 @@ def bundle_info(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
         raise PixelwiseError(f"{path}: 'weights' must name a file beside it, got {weights!r}")
     if not isinstance(info.get("meta"), dict):
         raise PixelwiseError(f"{path}: 'meta' (the model's description) is missing")
+    if "inference" in info:
+        _checked_inference(info["inference"], str(path))
     return {**info, "path": str(path), "weights_path": str(path.parent / weights)}
+
+
+def _checked_inference(inference: Any, where: str) -> dict[str, Any]:
+    if not isinstance(inference, dict) or inference.get("amp") not in INFERENCE_AMPS:
+        amp = inference.get("amp") if isinstance(inference, dict) else inference
+        raise PixelwiseError(
+            f"{where}: inference amp {amp!r} is not one a bundle records "
+            f"(expected {', '.join(INFERENCE_AMPS)})"
+        )
+    if not isinstance(inference.get("check"), dict):
+        raise PixelwiseError(
+            f"{where}: inference amp {inference['amp']!r} without the check that justifies it"
+        )
+    return dict(inference)
+
+
+def checked_amp(info: dict[str, Any] | None, device: torch.device) -> str:
+    """The ``amp`` a model runs under when its user asks for the model's own (``amp="model"``):
+    the reduced precision its bundle description ``info`` records as checked, where ``device`` runs
+    it natively (what ``amp="auto"`` would pick there: CPUs with AVX512-BF16 or AMX, CUDA GPUs with
+    bfloat16); ``off`` (float32) otherwise, and for anything that is not a bundle (``info=None``)."""
+    amp = ((info or {}).get("inference") or {}).get("amp")
+    if amp in INFERENCE_AMPS and resolve_amp("auto", device) == INFERENCE_AMPS[amp]:
+        return amp
+    return "off"
 
 
 def read_bundle(
@@ -268,6 +317,53 @@ def read_bundle(
     except PixelwiseError as exc:
         raise PixelwiseError(f"{weights}: {exc}") from None
     return model.eval(), meta, info
+
+
+def check_amp(
+    bundle: str | os.PathLike[str],
+    amp: str,
+    spec: DatasetSpec,
+    split: str = "test",
+    *,
+    batch_size: int = 4,
+    num_workers: int = 2,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score a bundle on a labelled split in float32 and under ``amp``: the ``check`` a bundle's
+    ``inference`` block records (:func:`write_bundle`).
+
+    Raises:
+        PixelwiseError: ``amp`` is not one a bundle records, or its mIoU is more than
+            :data:`AMP_TOLERANCE` (0.1 point) below float32's.
+    """
+    from .evaluate import evaluate
+    from .predictor import Segmenter
+
+    if amp not in INFERENCE_AMPS:
+        raise PixelwiseError(f"amp {amp!r}: a bundle records only {', '.join(INFERENCE_AMPS)}")
+    miou: dict[str, float] = {}
+    images = 0
+    for a in ("off", amp):
+        seg = Segmenter.from_checkpoint(bundle, device=device, amp=a)
+        result = evaluate(
+            seg, spec, split, batch_size=batch_size, num_workers=num_workers, progress=progress
+        )
+        miou[a], images = float(result.scores.miou), result.num_images
+    if miou[amp] < miou["off"] - AMP_TOLERANCE:
+        raise PixelwiseError(
+            f"{Path(bundle).name}: mIoU {100 * miou[amp]:.2f} under {amp} against "
+            f"{100 * miou['off']:.2f} in float32 on {spec.name}/{split}, more than "
+            f"{100 * AMP_TOLERANCE:.1f} point lower; keep float32 (no --amp)"
+        )
+    return {
+        "data": spec.name,
+        "split": split,
+        "images": images,
+        "device": str(seg.device),
+        "miou_float32": round(miou["off"], 6),
+        "miou_amp": round(miou[amp], 6),
+    }
 
 
 @torch.no_grad()

@@ -34,7 +34,8 @@ __all__ = ["EvalResult", "confusion_over", "evaluate", "report_dict", "write_rep
 class EvalResult:
     """A split's confusion matrix and the scores derived from it; ``crf``: the dense CRF's
     parameters when predictions were refined by it, else ``None``; ``tta``: the test-time
-    augmentation, if any; ``tiling``: whole image or sliding windows."""
+    augmentation, if any; ``tiling``: whole image or sliding windows; ``amp``: the autocast the
+    forward pass ran under (``off``: float32)."""
 
     confusion: ConfusionMatrix
     scores: SegmentationScores
@@ -46,6 +47,7 @@ class EvalResult:
     crf: dict | None = None
     tta: dict | None = None
     tiling: dict | None = None
+    amp: str = "off"
 
 
 def eval_loader(
@@ -174,6 +176,7 @@ def evaluate(
         crf=None if segmenter.crf is None else asdict(segmenter.crf.params),
         tta=None if segmenter.tta is None else asdict(segmenter.tta),
         tiling=asdict(segmenter.tiling),
+        amp=segmenter.amp,
     )
 
 
@@ -213,6 +216,7 @@ def report_dict(result: EvalResult) -> dict:
         "crf": result.crf,
         "tta": result.tta,
         "tiling": result.tiling,
+        "amp": result.amp,
         "seconds": round(result.seconds, 3),
     }
 

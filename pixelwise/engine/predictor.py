@@ -21,7 +21,7 @@ from torch import nn
 from .. import outputs
 from ..data.transforms import build_eval_transform, to_tensor
 from ..errors import PixelwiseError
-from .bundle import is_bundle_path, read_bundle, resolve_model
+from .bundle import checked_amp, is_bundle_path, read_bundle, resolve_model
 from .checkpoint import ModelMeta, build_model, load_checkpoint
 from .runtime import autocast, resolve_amp, resolve_device
 from .tiling import TileConfig, slide_labels, slide_logits
@@ -40,6 +40,12 @@ FULL_LOGITS_BYTES = 1 << 30
 # Architectures whose paper refines every prediction with the dense CRF: their segmenters do too
 # unless told otherwise (``crf=False``, ``--no-crf``).
 CRF_BY_DEFAULT = frozenset({"deeplabv1"})
+
+_AMP_NAMES: dict[torch.dtype | None, str] = {
+    None: "off",
+    torch.bfloat16: "bf16",
+    torch.float16: "fp16",
+}
 
 
 def uses_crf_by_default(meta: ModelMeta) -> bool:
@@ -71,7 +77,7 @@ class Segmenter:
         model: a network mapping N×C×H×W images to N×K×H×W logits (K = 1 for a sigmoid model).
         meta: its :class:`ModelMeta`.
         device: ``auto``, ``cpu``, ``cuda``...
-        amp: autocast for inference (``off`` by default: float32 logits).
+        amp: autocast for inference (``off`` by default: float32 logits; see :func:`load`).
         crf: the dense CRF to refine predictions with, or ``None``.
         tta: test-time augmentation (flips, scales; probabilities averaged), or ``None``.
         tiling: whole image or sliding windows (:class:`TileConfig`; default: whole image up to
@@ -99,6 +105,7 @@ class Segmenter:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.meta = meta
         self.amp_dtype = resolve_amp(amp, self.device)
+        self.amp = _AMP_NAMES[self.amp_dtype]  # what the forward pass runs under: off, bf16, fp16
         self.crf = crf
         self.tta = tta
         self.tiling = tiling or TileConfig()
@@ -110,7 +117,7 @@ class Segmenter:
         path: str | os.PathLike[str],
         *,
         device: str = "auto",
-        amp: str = "off",
+        amp: str = "model",
         crf: bool | None = None,
         crf_params: CRFParams | None = None,
         tta: TTAConfig | None = None,
@@ -122,6 +129,9 @@ class Segmenter:
 
         Args:
             path: the model file, or a bundled model's name.
+            amp: autocast for the forward pass (:func:`load`); ``model`` (the default): the reduced
+                precision a bundle records as checked, where the hardware runs it natively, else
+                float32.
             crf: refine predictions with the dense CRF; ``None``: the architecture's default (on for
                 :data:`CRF_BY_DEFAULT`, i.e. DeepLab v1).
             crf_params: its parameters; ``None``: DeepLab v1's (:class:`pixelwise.crf.CRFParams`).
@@ -129,12 +139,13 @@ class Segmenter:
             tiling: whole image or sliding windows; ``None``: :class:`TileConfig`'s defaults.
         """
         path = resolve_model(path)
+        info = None
         if path.suffix.lower() == ".onnx":
             from .onnx_model import load_onnx
 
             model, meta = load_onnx(path, device=device)
         elif is_bundle_path(path):
-            model, meta, _ = read_bundle(path)
+            model, meta, info = read_bundle(path)
         else:
             ckpt = load_checkpoint(path)
             meta = ModelMeta.from_dict(ckpt.get("meta", {}), where=str(path))
@@ -144,6 +155,8 @@ class Segmenter:
             from ..crf import DenseCRF
 
             dense_crf = DenseCRF(crf_params)
+        if amp == "model":
+            amp = checked_amp(info, resolve_device(device))
         return cls(model, meta, device=device, amp=amp, crf=dense_crf, tta=tta, tiling=tiling)
 
     @property
@@ -223,10 +236,10 @@ class Segmenter:
             )
             return Prediction(labels.astype(np.uint8, copy=False))
         logits = self.image_logits(image)[None]
-        p, labels = self.decide(logits, image[None] if self.crf else None)
+        p, labels = self._decide(logits, image[None], probs)
         return Prediction(
             labels[0].to(torch.uint8).cpu().numpy(),
-            p[0].cpu().numpy().astype(np.float32) if probs else None,
+            None if p is None else p[0].cpu().numpy().astype(np.float32),
         )
 
     def segment_batch(
@@ -240,9 +253,9 @@ class Segmenter:
         if len(images) < 2 or len(sizes) > 1 or self.tiling.use_slide(h, w):
             return [self.segment(im, probs=probs) for im in images]
         logits = self.logits(torch.stack([self.preprocess(im) for im in images]))
-        p, labels = self.decide(logits, np.stack(images) if self.crf else None)
+        p, labels = self._decide(logits, np.stack(images) if self.crf else None, probs)
         labels_np = labels.to(torch.uint8).cpu().numpy()
-        p_np = p.cpu().numpy().astype(np.float32) if probs else None
+        p_np = None if p is None else p.cpu().numpy().astype(np.float32)
         return [
             Prediction(labels_np[i], None if p_np is None else p_np[i]) for i in range(len(images))
         ]
@@ -274,6 +287,15 @@ class Segmenter:
         if self.meta.output == "sigmoid":
             labels = (probs[:, 1] > self.meta.threshold).long()
         return probs, labels
+
+    def _decide(
+        self, logits: torch.Tensor, images: np.ndarray | None, probs: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """:meth:`decide`, skipping the probabilities when they are not asked for and no CRF needs
+        them (labels straight from the logits: the same argmax, without a softmax)."""
+        if probs or self.crf is not None:
+            return self.decide(logits, images)
+        return None, self.labels(logits)
 
     def _batch(self, images: np.ndarray | Sequence[np.ndarray]) -> tuple[bool, np.ndarray]:
         single = (
@@ -307,7 +329,7 @@ def load(
     crf: bool | None = None,
     tta: TTAConfig | bool | None = None,
     tiling: TileConfig | None = None,
-    amp: str = "off",
+    amp: str = "model",
 ) -> Segmenter:
     """Load a trained model for prediction: ``pixelwise.load("runs/camvid/best.ckpt")``, an
     exported ``model.onnx``, a bundle's ``NAME.json``, or a bundled model by name:
@@ -319,9 +341,12 @@ def load(
         tta: test-time augmentation: ``True`` for horizontal flips and scales 0.75, 1, 1.25, or a
             :class:`TTAConfig`.
         tiling: whole image or sliding windows (:class:`TileConfig`).
-        amp: autocast for the forward pass: ``off`` (float32), ``bf16``, ``fp16`` (CUDA) or
-            ``auto``; ``bf16`` roughly halves the bundled ``camvid`` model's time on CPUs with
-            AVX-512 BF16 at the same mIoU (docs/models/camvid.md).
+        amp: autocast for the forward pass: ``model`` (the default: the precision the model's
+            bundle records as checked — ``bf16`` for the bundled ``camvid``, same test mIoU as
+            float32 — where the hardware runs it natively, float32 otherwise and for checkpoints),
+            ``off`` (float32), ``bf16``, ``fp16`` (CUDA) or ``auto`` (bf16/fp16 wherever native).
+            ``bf16`` roughly halves the bundled ``camvid`` model's time on CPUs with AVX-512 BF16
+            (docs/models/camvid.md).
     """
     if tta is True:
         tta = TTAConfig()

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import PixelwiseError
 
-__all__ = ["resolve_device", "resolve_amp", "autocast"]
+__all__ = ["AMP_CHOICES", "resolve_device", "resolve_amp", "autocast"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -25,13 +25,18 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+AMP_CHOICES = ("model", "auto", "off", "bf16", "fp16")
+
+
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` (``auto``/``off``/``bf16``/``fp16``) on ``device``, or None.
+    """The autocast dtype for ``amp`` (one of :data:`AMP_CHOICES`) on ``device``, or None (float32).
 
     ``auto``: bfloat16 on CUDA GPUs that support it, float16 on older ones; bfloat16 on CPUs with native
-    bf16 instructions (AVX512-BF16 or AMX); float32 otherwise.
+    bf16 instructions (AVX512-BF16 or AMX); float32 otherwise. ``model``: the setting a model bundle
+    records as checked (resolved by the loader, :func:`pixelwise.engine.bundle.checked_amp`); a bare
+    model records none, so here it means float32.
     """
-    if amp == "off":
+    if amp in ("off", "model"):
         return None
     if amp == "bf16":
         return torch.bfloat16
@@ -40,7 +45,7 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
             raise PixelwiseError("amp 'fp16' needs a CUDA device; use 'bf16' or 'off' on CPU")
         return torch.float16
     if amp != "auto":
-        raise PixelwiseError(f"unknown amp {amp!r}; use auto, off, bf16 or fp16")
+        raise PixelwiseError(f"unknown amp {amp!r}; use {', '.join(AMP_CHOICES)}")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu":

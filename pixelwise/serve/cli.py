@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from .._options import AmpOption, DeviceOption
 from ..errors import PixelwiseError
 from .settings import ServeSettings
 
@@ -68,7 +69,8 @@ def serve_command(
             show_envvar=False,
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
+    device: DeviceOption = "auto",
+    amp: AmpOption = "model",
     crf: Annotated[
         bool | None,
         typer.Option(
@@ -143,6 +145,7 @@ def serve_command(
     seg = Segmenter.from_checkpoint(
         model,
         device=device,
+        amp=amp,
         crf=crf,
         tta=TTAConfig() if tta else None,
         tiling=TileConfig(mode=tile),
