@@ -705,13 +705,15 @@ def test_serve_command_builds_the_app_and_warns_without_a_token_beyond_loopback(
     (run,) = runs
     assert (run["host"], run["port"], run["workers"]) == ("0.0.0.0", 9999, 1)
     assert loaded[0]["path"] == "runs/x/best.ckpt" and loaded[0]["tiling"].mode == "whole"
+    assert loaded[0]["amp"] == "model"  # the model's checked precision unless --amp says otherwise
     with TestClient(run["app"]) as client:
         assert client.get("/v1/models").json()["models"][0]["name"] == "best.ckpt"
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pixelwise.serve"):
         serve_command(model="camvid", host="::1", port=9999, token=None)
-        serve_command(model="camvid", host="0.0.0.0", port=9999, token="t")
+        serve_command(model="camvid", host="0.0.0.0", port=9999, token="t", amp="off")
     assert "without a token" not in caplog.text
+    assert loaded[-1]["amp"] == "off"
     with pytest.raises(PixelwiseError, match="max_batch"):
         serve_command(model="camvid", max_batch=0)
 
