@@ -40,20 +40,14 @@ if str(ROOT / "bench") not in sys.path:  # imported by path rather than run as a
     sys.path.insert(0, str(ROOT / "bench"))
 
 from inference_bench import recipe_model  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 NUM_CLASSES = 11
 SIZE = (360, 480)
 
 
 def _ips(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1.0 / statistics.median(times)
+    return 1.0 / median_seconds(fn, repeats, warmup)
 
 
 def _eager(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> Callable[[], object]:

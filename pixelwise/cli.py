@@ -458,21 +458,23 @@ def bundle(
     """Write a model bundle: NAME.safetensors (weights) + NAME.json (classes, normalisation, input
     size, provenance). A bundle in pixelwise/pretrained/ is loaded by name: --model NAME."""
     from .engine.bundle import (
+        INFERENCE_AMPS,
         check_amp,
         compare_models,
         read_bundle,
+        record_inference,
         source_model,
         write_bundle,
     )
     from .errors import PixelwiseError
+    from .pretrained import pretrained_dir
 
-    if amp not in ("off", "bf16"):
-        raise PixelwiseError(f"--amp {amp!r}: a bundle records off or bf16")
+    if amp != "off" and amp not in INFERENCE_AMPS:
+        raise PixelwiseError(f"--amp {amp!r}: a bundle records off or {', '.join(INFERENCE_AMPS)}")
     if amp != "off" and check_data is None:
         raise PixelwiseError(
             f"--amp {amp} needs --check-data DATA: the split it is checked to score like float32 on"
         )
-    from .pretrained import pretrained_dir
 
     info: dict = {}
     for item in extra or []:
@@ -498,15 +500,7 @@ def bundle(
 
         spec = load_dataset_spec(check_data)  # type: ignore[arg-type]
         checked = check_amp(path, amp, spec, check_split, num_workers=workers)
-        path = write_bundle(
-            (written, meta),
-            path.parent,
-            name,
-            dtype=dtype,
-            input_size=input_size,
-            extra=info,
-            inference={"amp": amp, "check": checked},
-        )
+        record_inference(path, {"amp": amp, "check": checked})
         console.print(
             f"{amp} checked on {checked['data']}/{checked['split']} ({checked['images']} images): "
             f"mIoU {100 * checked['miou_amp']:.2f} against {100 * checked['miou_float32']:.2f} "

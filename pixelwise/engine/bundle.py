@@ -54,6 +54,7 @@ __all__ = [
     "compare_models",
     "is_bundle_path",
     "read_bundle",
+    "record_inference",
     "resolve_model",
     "source_model",
     "write_bundle",
@@ -257,6 +258,17 @@ def bundle_info(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
     return {**info, "path": str(path), "weights_path": str(path.parent / weights)}
 
 
+def record_inference(path_or_name: str | os.PathLike[str], inference: dict[str, Any]) -> Path:
+    """Add (or replace) the ``inference`` block of an existing bundle's description, atomically; the
+    weights file is left as it is. Returns the ``.json`` path."""
+    info = bundle_info(path_or_name)
+    path = Path(info.pop("path"))
+    info.pop("weights_path")
+    info["inference"] = _checked_inference(inference, str(path))
+    write_text_atomic(path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
 def _checked_inference(inference: Any, where: str) -> dict[str, Any]:
     if not isinstance(inference, dict) or inference.get("amp") not in INFERENCE_AMPS:
         amp = inference.get("amp") if isinstance(inference, dict) else inference
@@ -342,14 +354,17 @@ def check_amp(
 
     if amp not in INFERENCE_AMPS:
         raise PixelwiseError(f"amp {amp!r}: a bundle records only {', '.join(INFERENCE_AMPS)}")
+    float32 = Segmenter.from_checkpoint(bundle, device=device, amp="off")
+    reduced = Segmenter(
+        float32.model, float32.meta, device=device, amp=amp, crf=float32.crf, tiling=float32.tiling
+    )
     miou: dict[str, float] = {}
     images = 0
-    for a in ("off", amp):
-        seg = Segmenter.from_checkpoint(bundle, device=device, amp=a)
+    for seg in (float32, reduced):
         result = evaluate(
             seg, spec, split, batch_size=batch_size, num_workers=num_workers, progress=progress
         )
-        miou[a], images = float(result.scores.miou), result.num_images
+        miou[seg.amp], images = float(result.scores.miou), result.num_images
     if miou[amp] < miou["off"] - AMP_TOLERANCE:
         raise PixelwiseError(
             f"{Path(bundle).name}: mIoU {100 * miou[amp]:.2f} under {amp} against "
