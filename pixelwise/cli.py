@@ -16,7 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._options import AmpOption, DeviceOption
+from ._options import DeviceOption, inference_options
+from .engine.inference import InferenceConfig
+from .errors import first_line, printable
 from .pretrained import DEFAULT_MODEL
 
 __all__ = ["app", "main"]
@@ -44,12 +46,6 @@ _ModelOption = Annotated[
 ]
 
 
-def _printable(text: str) -> str:
-    """``text`` with undecodable file-name bytes (surrogate escapes) shown as ``\\xNN``: a file
-    name that is not UTF-8 must not turn an error message into a UnicodeEncodeError."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 class _Failed(Exception):
     """Some inputs failed; already reported. Exit code 1."""
 
@@ -58,76 +54,11 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}"
 
 
-# --crf/--no-crf on evaluate and predict; None: the architecture's default (on for deeplabv1)
-_CRFOption = Annotated[
-    bool | None,
-    typer.Option(
-        "--crf/--no-crf",
-        help="Refine with the dense CRF (DeepLab v1's parameters); by default on for deeplabv1 only.",
-        show_default=False,
-    ),
-]
-
-
-_TTAOption = Annotated[
-    bool,
-    typer.Option(
-        "--tta/--no-tta",
-        help="Test-time augmentation: average the probabilities over horizontal flips and scales.",
-    ),
-]
-_TTAScalesOption = Annotated[str, typer.Option(help="TTA scales, comma-separated (with --tta).")]
-_TileOption = Annotated[
-    str,
-    typer.Option(
-        help="auto: whole image up to --max-whole-pixels, sliding windows beyond; whole; slide."
-    ),
-]
-_WindowOption = Annotated[int, typer.Option(help="Sliding-window side in pixels.")]
-_OverlapOption = Annotated[float, typer.Option(help="Fraction of a window shared by neighbours.")]
-_BlendOption = Annotated[
-    str, typer.Option(help="Weights of overlapping windows: gaussian, linear or uniform.")
-]
-_MaxWholeOption = Annotated[
-    int, typer.Option(help="auto tiling: largest H×W predicted as a whole image.")
-]
-
-
-def _segmenter(
-    model: str | Path,
-    *,
-    device: str,
-    crf: bool | None,
-    tta: bool,
-    tta_scales: str,
-    tile: str,
-    window: int,
-    overlap: float,
-    blend: str,
-    max_whole_pixels: int,
-    amp: str = "model",
-):  # noqa: ANN202 - a pixelwise.engine.Segmenter, imported lazily
-    """The Segmenter every inference command builds from its options."""
+def _segmenter(model: str | Path, *, device: str, inference):  # noqa: ANN001, ANN202
+    """The Segmenter of an inference command: ``model`` loaded, run as its options say."""
     from .engine import Segmenter
-    from .engine.tiling import TileConfig
-    from .engine.tta import TTAConfig
-    from .errors import PixelwiseError
 
-    tta_cfg = None
-    if tta:
-        try:
-            scales = tuple(float(x) for x in tta_scales.split(",") if x.strip())
-        except ValueError:
-            raise PixelwiseError(
-                f"--tta-scales {tta_scales!r}: expected comma-separated numbers such as 0.75,1,1.25"
-            ) from None
-        tta_cfg = TTAConfig(flip=True, scales=scales)
-    tiling = TileConfig(
-        mode=tile, window=window, overlap=overlap, blend=blend, max_whole_pixels=max_whole_pixels
-    )
-    return Segmenter.from_checkpoint(
-        model, device=device, crf=crf, tta=tta_cfg, tiling=tiling, amp=amp
-    )
+    return Segmenter.from_checkpoint(model, device=device, config=inference)
 
 
 def _processes(device: str):  # noqa: ANN202 - (DistContext, str), imported lazily
@@ -142,30 +73,6 @@ def _processes(device: str):  # noqa: ANN202 - (DistContext, str), imported lazi
     if not ctx.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     return ctx, str(local_device(device, ctx))
-
-
-def _inference_note(seg) -> str:  # noqa: ANN001
-    parts = [] if seg.amp == "off" else [f"autocast {seg.amp}"]
-    if seg.tta is not None:
-        parts.append(
-            f"TTA: {'flips × ' if seg.tta.flip else ''}scales "
-            + ", ".join(f"{s:g}" for s in seg.tta.scales)
-        )
-    t = seg.tiling
-    if t.mode != "whole":
-        parts.append(
-            f"tiling {t.mode}: {t.window}-pixel windows, overlap {t.overlap:g}, {t.blend} blending"
-        )
-    if seg.crf is not None:
-        parts.append(f"dense CRF: {_crf_summary(seg.crf.params)}")
-    return "; ".join(parts)
-
-
-def _crf_summary(p) -> str:  # noqa: ANN001 - a pixelwise.crf.CRFParams, imported lazily
-    return (
-        f"{p.iterations} iterations, Gaussian sxy {p.gaussian_sxy:g} w {p.gaussian_weight:g}, "
-        f"bilateral sxy {p.bilateral_sxy:g} srgb {p.bilateral_srgb:g} w {p.bilateral_weight:g}"
-    )
 
 
 @app.command()
@@ -201,7 +108,7 @@ def train(
     try:
         result = run_train(cfg, out_dir, resume=resume, progress=not quiet)
     except TrainingInterrupted as exc:  # Ctrl-C: saved where it stopped; say so in one line
-        err_console.print(_printable(str(exc)), highlight=False, markup=False, soft_wrap=True)
+        err_console.print(printable(str(exc)), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(130) from None
     if not ctx.is_main:
         return
@@ -213,6 +120,7 @@ def train(
 
 
 @app.command()
+@inference_options
 def evaluate(
     data: Annotated[Path, typer.Option(help="Dataset YAML or folder.")],
     model: _ModelOption = DEFAULT_MODEL,
@@ -223,15 +131,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
     device: DeviceOption = "auto",
-    crf: _CRFOption = None,
-    tta: _TTAOption = False,
-    tta_scales: _TTAScalesOption = "0.75,1,1.25",
-    tile: _TileOption = "auto",
-    window: _WindowOption = 512,
-    overlap: _OverlapOption = 0.25,
-    blend: _BlendOption = "gaussian",
-    max_whole_pixels: _MaxWholeOption = 2048 * 2048,
-    amp: AmpOption = "model",
+    inference: InferenceConfig | None = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Score a model on a labelled split: per-class IoU/Dice/accuracy and their means."""
@@ -240,19 +140,7 @@ def evaluate(
     from .engine import report_dict, write_report
 
     ctx, device = _processes(device)  # torchrun: each process scores a share, matrices summed
-    seg = _segmenter(
-        model,
-        device=device,
-        crf=crf,
-        tta=tta,
-        tta_scales=tta_scales,
-        tile=tile,
-        window=window,
-        overlap=overlap,
-        blend=blend,
-        max_whole_pixels=max_whole_pixels,
-        amp=amp,
-    )
+    seg = _segmenter(model, device=device, inference=inference)
     spec = load_dataset_spec(data)
     if ctx.is_main:
         console.print(
@@ -283,7 +171,7 @@ def evaluate(
             f"{c['support']:,}" if c["present"] else "absent",
         )
     console.print(table)
-    if note := _inference_note(seg):
+    if note := seg.config.describe():
         console.print(note, highlight=False, markup=False)
     console.print(
         f"mIoU {_pct(rep['miou'])}  pixel acc {_pct(rep['pixel_accuracy'])}  "
@@ -296,6 +184,7 @@ def evaluate(
 
 
 @app.command()
+@inference_options
 def predict(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
@@ -317,15 +206,7 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Same-size images per forward pass.")] = 4,
     workers: Annotated[int, typer.Option(help="Image-decoding processes.")] = 2,
     device: DeviceOption = "auto",
-    crf: _CRFOption = None,
-    tta: _TTAOption = False,
-    tta_scales: _TTAScalesOption = "0.75,1,1.25",
-    tile: _TileOption = "auto",
-    window: _WindowOption = 512,
-    overlap: _OverlapOption = 0.25,
-    blend: _BlendOption = "gaussian",
-    max_whole_pixels: _MaxWholeOption = 2048 * 2048,
-    amp: AmpOption = "model",
+    inference: InferenceConfig | None = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Segment images: <name>.png class-index masks (class colours as palette) and overlays;
@@ -333,19 +214,7 @@ def predict(
     from .engine import predict_files
 
     ctx, device = _processes(device)  # torchrun: each process writes its share of the outputs
-    seg = _segmenter(
-        model,
-        device=device,
-        crf=crf,
-        tta=tta,
-        tta_scales=tta_scales,
-        tile=tile,
-        window=window,
-        overlap=overlap,
-        blend=blend,
-        max_whole_pixels=max_whole_pixels,
-        amp=amp,
-    )
+    seg = _segmenter(model, device=device, inference=inference)
     summary = predict_files(
         seg,
         inputs,
@@ -362,12 +231,12 @@ def predict(
         return
     for path, reason in summary.failed:
         err_console.print(
-            _printable(f"skipped: {reason if path in reason else f'{path}: {reason}'}"),
+            printable(f"skipped: {reason if path in reason else f'{path}: {reason}'}"),
             highlight=False,
             markup=False,
             soft_wrap=True,  # one line per input, however long its path
         )
-    note = _inference_note(seg)
+    note = seg.config.describe()
     skipped = (
         f", skipped {len(summary.skipped)} with a mask already (--overwrite redoes them)"
         if summary.skipped
@@ -457,15 +326,11 @@ def bundle(
 ) -> None:
     """Write a model bundle: NAME.safetensors (weights) + NAME.json (classes, normalisation, input
     size, provenance). A bundle in pixelwise/pretrained/ is loaded by name: --model NAME."""
-    from .engine.bundle import (
-        INFERENCE_AMPS,
-        check_amp,
-        compare_models,
-        read_bundle,
-        record_inference,
-        source_model,
-        write_bundle,
-    )
+    from .engine import Segmenter
+    from .engine.bundle import INFERENCE_AMPS, record_inference, write_bundle
+    from .engine.checks import compare_models
+    from .engine.evaluate import check_amp
+    from .engine.loading import load_model
     from .errors import PixelwiseError
     from .pretrained import pretrained_dir
 
@@ -485,21 +350,24 @@ def bundle(
             info[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             info[key.strip()] = value
-    reference, meta = source_model(model)
+    source = load_model(model)
+    reference, meta = source.model, source.meta
     path = write_bundle(
-        (reference, meta),
+        source,
         out or pretrained_dir(),
         name,
         dtype=dtype,
         input_size=input_size,
         extra=info,
     )
-    written, _, desc = read_bundle(path)
+    written = load_model(path)
+    desc = written.info or {}
     if amp != "off":
         from .data import load_dataset_spec
 
         spec = load_dataset_spec(check_data)  # type: ignore[arg-type]
-        checked = check_amp(path, amp, spec, check_split, num_workers=workers)
+        seg = Segmenter(written, config=InferenceConfig(amp="off"))
+        checked = check_amp(seg, amp, spec, check_split, num_workers=workers)
         record_inference(path, {"amp": amp, "check": checked})
         console.print(
             f"{amp} checked on {checked['data']}/{checked['split']} ({checked['images']} images): "
@@ -519,7 +387,7 @@ def bundle(
         soft_wrap=True,
     )
     if check:
-        diff, agree = compare_models(reference, written, meta, input_size)
+        diff, agree = compare_models(reference, written.model, meta, input_size)
         console.print(
             f"bundle vs source on a random {input_size[0]}×{input_size[1]} input: "
             f"max |Δ logit| {diff:.2e}, labels agree on {100 * agree:.3f}% of pixels",
@@ -586,21 +454,21 @@ def demo(
     for item in result.images:
         areas = ", ".join(f"{n} {format_area(f)}" for n, f in item.areas)
         console.print(
-            _printable(f"{item.source.name} ({item.size[1]}×{item.size[0]}): {areas}"),
+            printable(f"{item.source.name} ({item.size[1]}×{item.size[0]}): {areas}"),
             highlight=False,
             markup=False,
             soft_wrap=True,
         )
     for path, reason in result.failed:
         err_console.print(
-            _printable(f"skipped: {reason if path in reason else f'{path}: {reason}'}"),
+            printable(f"skipped: {reason if path in reason else f'{path}: {reason}'}"),
             highlight=False,
             markup=False,
             soft_wrap=True,
         )
     sheet = f", {result.sheet.name}" if result.sheet else ""
     console.print(
-        _printable(
+        printable(
             f"wrote {len(result.images)} mask(s) and overlay(s){sheet} and summary.json to {out}"
         ),
         highlight=False,
@@ -663,7 +531,7 @@ def data_validate(
         problems += len(rep.problems)
         for p in rep.problems:
             err_console.print(
-                _printable(f"problem: {p}"), highlight=False, markup=False, soft_wrap=True
+                printable(f"problem: {p}"), highlight=False, markup=False, soft_wrap=True
             )
         status = "ok" if rep.ok else f"{len(rep.problems)} problem(s)"
         console.print(f"split {name}: {rep.num_images} images, {status} ({seconds:.1f} s)")
@@ -695,7 +563,7 @@ def data_inspect(
     spec = load_dataset_spec(data)
     report = inspect_dataset(spec, split, workers=workers)
     for line in report_text(report).splitlines():
-        console.print(_printable(line), highlight=False, markup=False, soft_wrap=True)
+        console.print(printable(line), highlight=False, markup=False, soft_wrap=True)
     if out is not None:
         for path in write_reports(report, spec, out, samples=samples):
             console.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
@@ -754,11 +622,11 @@ def data_convert(
     )
     for line in plan.summary(spec).splitlines():
         target = err_console if line.startswith("problem:") else console
-        target.print(_printable(line), highlight=False, markup=False, soft_wrap=True)
+        target.print(printable(line), highlight=False, markup=False, soft_wrap=True)
     if plan.problems:
         if not dry_run:
             err_console.print(
-                _printable(f"nothing written to {out}"),
+                printable(f"nothing written to {out}"),
                 highlight=False,
                 markup=False,
                 soft_wrap=True,
@@ -827,9 +695,7 @@ def data_weights(
     spec = load_dataset_spec(data)
     rep = check_split(spec, split)
     for p in rep.problems:
-        err_console.print(
-            _printable(f"problem: {p}"), highlight=False, markup=False, soft_wrap=True
-        )
+        err_console.print(printable(f"problem: {p}"), highlight=False, markup=False, soft_wrap=True)
     weights = {
         s: class_weights(s, rep.class_pixels, image_pixels=rep.class_image_pixels, beta=beta)
         for s in WEIGHT_SCHEMES
@@ -977,14 +843,12 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(130)
         if debug:
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         from .errors import PixelwiseError
 
         if not isinstance(exc, PixelwiseError):
             msg = f"{type(exc).__name__}: {msg} (run with --debug for the traceback)"
-        err_console.print(
-            _printable(f"error: {msg}"), highlight=False, markup=False, soft_wrap=True
-        )
+        err_console.print(printable(f"error: {msg}"), highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     if isinstance(code, int) and code:  # typer.Exit(N), and Ctrl-C, which typer turns into 130
         sys.exit(code)

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 import pixelwise
 from pixelwise import cli
 from pixelwise.engine import Segmenter
-from pixelwise.engine.bundle import bundle_info, read_bundle, resolve_model, write_bundle
+from pixelwise.engine.bundle import bundle_info, read_bundle, write_bundle
+from pixelwise.engine.loading import load_model, resolve_model
 from pixelwise.engine.checkpoint import ModelMeta, save_checkpoint
 from pixelwise.errors import PixelwiseError
 from pixelwise.pretrained import ENV_VAR, bundled_path, list_bundled, pretrained_dir, search_dirs
@@ -138,7 +139,9 @@ def test_bundle_from_a_checkpoint_equals_the_model(tmp_path: Path) -> None:
     model, meta = tiny()
     ckpt = tmp_path / "best.ckpt"
     save_checkpoint(ckpt, {"meta": meta.to_dict(), "model": model.state_dict()})
-    back, meta2, _ = read_bundle(write_bundle(ckpt, tmp_path, "fromckpt", dtype="float32"))
+    back, meta2, _ = read_bundle(
+        write_bundle(load_model(ckpt), tmp_path, "fromckpt", dtype="float32")
+    )
     assert meta2 == meta
     assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
 
@@ -532,7 +535,7 @@ def test_bundle_amp_losing_accuracy_is_refused(
     import dataclasses
     import importlib
 
-    from pixelwise.engine.bundle import check_amp
+    from pixelwise.engine.evaluate import check_amp
 
     evaluate_mod = importlib.import_module(
         "pixelwise.engine.evaluate"
@@ -549,11 +552,12 @@ def test_bundle_amp_losing_accuracy_is_refused(
     masks = {f"s{i}": np.random.default_rng(i).integers(0, 3, (24, 32), np.uint8) for i in range(3)}
     spec = pixelwise.load_dataset_spec(synth.paired(masks, folder="data"))
     path = write_bundle(tiny(), tmp_path, "t")
+    seg = Segmenter.from_checkpoint(path, device="cpu", amp="off")
     with pytest.raises(PixelwiseError, match="more than 0.1 point lower") as err:
-        check_amp(path, "bf16", spec, "all", num_workers=0)
+        check_amp(seg, "bf16", spec, "all", num_workers=0)
     assert "\n" not in str(err.value)
     with pytest.raises(PixelwiseError, match="records only bf16"):
-        check_amp(path, "fp16", spec, "all", num_workers=0)
+        check_amp(seg, "fp16", spec, "all", num_workers=0)
 
 
 def test_help_names_the_default_model(capsys: pytest.CaptureFixture[str]) -> None:

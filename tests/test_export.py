@@ -195,7 +195,7 @@ def test_onnx_matches_pytorch_at_two_sizes(name: str, exported: Callable) -> Non
     ]
     onnx_model, meta = load_onnx(path, device="cpu", threads=1)
     assert meta.arch == name
-    diffs = compare_onnx(model, onnx_model, in_channels=3, sizes=SIZES, batch=2)
+    diffs = compare_onnx(model, onnx_model, meta, sizes=SIZES, batch=2)
     tol = _tolerance(model)
     assert [size for size, _ in diffs] == SIZES
     assert all(d <= tol for _, d in diffs), f"{name}: max |Δ logit| {diffs}, tolerance {tol:.1e}"

@@ -410,12 +410,13 @@ def test_training_records_checksums_and_resume_keeps_them(tmp_path: Path) -> Non
 
 
 def test_bundle_weights_checksum_mismatch_is_refused(tmp_path: Path) -> None:
-    from pixelwise.engine.bundle import source_model, write_bundle
+    from pixelwise.engine.bundle import write_bundle
+    from pixelwise.engine.loading import load_model
 
     ckpt = tmp_path / "m.ckpt"
     _tiny_checkpoint(ckpt)
     path = write_bundle(
-        source_model(ckpt), tmp_path / "b", "tiny", dtype="float32", input_size=(32, 32)
+        load_model(ckpt), tmp_path / "b", "tiny", dtype="float32", input_size=(32, 32)
     )
     Segmenter.from_checkpoint(path, device="cpu")
     weights = tmp_path / "b" / "tiny.safetensors"

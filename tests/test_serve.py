@@ -38,7 +38,8 @@ from pixelwise.engine.regions import rle_decode  # noqa: E402
 from pixelwise.engine.tta import TTAConfig  # noqa: E402
 from pixelwise.errors import PixelwiseError  # noqa: E402
 from pixelwise.serve import ServeSettings, create_app  # noqa: E402
-from pixelwise.serve.batching import InferenceOptions, MicroBatcher, QueueFull  # noqa: E402
+from pixelwise.engine.inference import InferenceConfig  # noqa: E402
+from pixelwise.serve.batching import MicroBatcher, QueueFull  # noqa: E402
 from pixelwise.serve.limits import MULTIPART_SLACK  # noqa: E402
 
 COLORS = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
@@ -600,16 +601,16 @@ def test_two_apps_keep_their_own_metrics(serve: Callable[..., TestClient]) -> No
 
 
 def test_batcher_batches_only_equal_options_and_sizes() -> None:
-    calls: list[tuple[list[tuple[int, ...]], InferenceOptions]] = []
+    calls: list[tuple[list[tuple[int, ...]], InferenceConfig]] = []
     gate = threading.Event()
 
-    def predict(images: list[np.ndarray], options: InferenceOptions) -> list[int]:
+    def predict(images: list[np.ndarray], options: InferenceConfig) -> list[int]:
         gate.wait(5)
         calls.append(([im.shape for im in images], options))
         return [int(im[0, 0, 0]) for im in images]
 
-    plain = InferenceOptions(crf=False, tta=False, tile="auto")
-    tta = InferenceOptions(crf=False, tta=True, tile="auto")
+    plain = InferenceConfig(crf=False)
+    tta = InferenceConfig(crf=False, tta=TTAConfig())
     jobs = [
         (np.full((4, 4, 3), 0, np.uint8), plain),  # taken alone while the gate is shut
         (np.full((4, 4, 3), 1, np.uint8), plain),
@@ -641,11 +642,11 @@ def test_batcher_batches_only_equal_options_and_sizes() -> None:
 def test_batcher_queue_is_bounded_and_a_cancelled_job_leaves_it() -> None:
     gate = threading.Event()
 
-    def predict(images: list[np.ndarray], options: InferenceOptions) -> list[int]:
+    def predict(images: list[np.ndarray], options: InferenceConfig) -> list[int]:
         gate.wait(5)
         return [0] * len(images)
 
-    opts = InferenceOptions(crf=False, tta=False, tile="auto")
+    opts = InferenceConfig(crf=False)
     image = np.zeros((2, 2, 3), np.uint8)
 
     async def main() -> None:
@@ -704,8 +705,9 @@ def test_serve_command_builds_the_app_and_warns_without_a_token_beyond_loopback(
     assert "without a token" in caplog.text
     (run,) = runs
     assert (run["host"], run["port"], run["workers"]) == ("0.0.0.0", 9999, 1)
-    assert loaded[0]["path"] == "runs/x/best.ckpt" and loaded[0]["tiling"].mode == "whole"
-    assert loaded[0]["amp"] == "model"  # the model's checked precision unless --amp says otherwise
+    assert loaded[0]["path"] == "runs/x/best.ckpt" and loaded[0]["config"].tiling.mode == "whole"
+    # the model's checked precision unless --amp says otherwise
+    assert loaded[0]["config"].amp == "model"
     with TestClient(run["app"]) as client:
         assert client.get("/v1/models").json()["models"][0]["name"] == "best.ckpt"
     caplog.clear()
@@ -713,7 +715,7 @@ def test_serve_command_builds_the_app_and_warns_without_a_token_beyond_loopback(
         serve_command(model="camvid", host="::1", port=9999, token=None)
         serve_command(model="camvid", host="0.0.0.0", port=9999, token="t", amp="off")
     assert "without a token" not in caplog.text
-    assert loaded[-1]["amp"] == "off"
+    assert loaded[-1]["config"].amp == "off"
     with pytest.raises(PixelwiseError, match="max_batch"):
         serve_command(model="camvid", max_batch=0)
 

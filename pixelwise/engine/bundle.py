@@ -22,26 +22,22 @@ bfloat16 natively (:func:`checked_amp`) and float32 elsewhere. Bundles in :mod:`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from .. import __version__, outputs
+from .. import __version__
 from .._atomic import write_bytes_atomic, write_text_atomic
-from ..errors import PixelwiseError
-from ..pretrained import bundled_path, is_bundle_name
-from .checkpoint import ModelMeta, build_model, load_checkpoint
+from ..errors import PixelwiseError, first_line
+from ..pretrained import is_bundle_name, resolve_model
+from .checkpoint import ModelMeta, build_model, sha256_file
 from .runtime import resolve_amp
-
-if TYPE_CHECKING:
-    from ..data.spec import DatasetSpec
 
 __all__ = [
     "AMP_TOLERANCE",
@@ -49,14 +45,10 @@ __all__ = [
     "DTYPES",
     "FORMAT",
     "bundle_info",
-    "check_amp",
     "checked_amp",
-    "compare_models",
     "is_bundle_path",
     "read_bundle",
     "record_inference",
-    "resolve_model",
-    "source_model",
     "write_bundle",
 ]
 
@@ -71,51 +63,28 @@ INFERENCE_AMPS = {"bf16": torch.bfloat16}
 AMP_TOLERANCE = 0.001
 
 
-def resolve_model(path: str | os.PathLike[str]) -> Path:
-    """Where a ``--model`` value points: an existing file wins; otherwise a bare name (``camvid``)
-    is a bundled model's ``.json`` (:func:`pixelwise.pretrained.bundled_path`); anything else is
-    returned as a path, for its loader to report as missing.
-
-    Raises:
-        PixelwiseError: a bare name that is neither a file nor a bundled model (the message lists
-            the bundled models).
-    """
-    p = Path(path)
-    if p.is_file():
-        return p
-    if is_bundle_name(os.fspath(path)):
-        return bundled_path(os.fspath(path))
-    return p
-
-
 def is_bundle_path(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` names one of a bundle's two files (``.json`` or ``.safetensors``)."""
     return Path(path).suffix.lower() in BUNDLE_SUFFIXES
 
 
-def source_model(
-    source: str | os.PathLike[str] | tuple[nn.Module, ModelMeta],
-) -> tuple[nn.Module, ModelMeta]:
-    """A ``(model, meta)`` pair from a checkpoint (``.ckpt``), a bundle (a file or a bundled name),
-    or the pair itself."""
-    if isinstance(source, tuple):
-        model, meta = source
-        if not isinstance(model, nn.Module) or not isinstance(meta, ModelMeta):
-            raise PixelwiseError(
-                "write_bundle: expected a checkpoint path or a (model, ModelMeta) pair"
-            )
-        return model, meta
-    path = resolve_model(source)
-    if path.suffix.lower() == ".onnx":
-        raise PixelwiseError(f"{path}: an ONNX model cannot be bundled; give its .ckpt checkpoint")
-    if is_bundle_path(path):
-        model, meta, _ = read_bundle(path)
-        return model, meta
-    ckpt = load_checkpoint(path)
-    meta = ModelMeta.from_dict(ckpt.get("meta", {}), where=str(path))
-    if not isinstance(ckpt.get("model"), dict):
-        raise PixelwiseError(f"{path}: checkpoint holds no model weights")
-    return build_model(meta, ckpt["model"]), meta
+def _source(source: Any) -> tuple[nn.Module, ModelMeta]:
+    """``(model, meta)`` from such a pair or a loaded model (anything with ``.model`` and ``.meta``:
+    :func:`pixelwise.engine.loading.load_model` reads checkpoints and bundles)."""
+    pair = (source.model, source.meta) if hasattr(source, "meta") else source
+    if (
+        not isinstance(pair, tuple)
+        or len(pair) != 2
+        or not isinstance(pair[0], nn.Module)
+        or not isinstance(pair[1], ModelMeta)
+    ):
+        raise PixelwiseError(
+            "write_bundle: expected a (model, ModelMeta) pair or a loaded model "
+            "(pixelwise.engine.loading.load_model)"
+        )
+    if type(pair[0]).__name__ == "OnnxModule":
+        raise PixelwiseError("an ONNX model cannot be bundled; give its .ckpt checkpoint")
+    return pair
 
 
 def _cast(state_dict: dict[str, Any], dtype: str) -> dict[str, torch.Tensor]:
@@ -142,16 +111,8 @@ def _cast(state_dict: dict[str, Any], dtype: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_bundle(
-    source: str | os.PathLike[str] | tuple[nn.Module, ModelMeta],
+    source: tuple[nn.Module, ModelMeta] | Any,
     out_dir: str | os.PathLike[str],
     name: str,
     *,
@@ -164,7 +125,8 @@ def write_bundle(
     first: a bundle is listed once its ``.json`` exists). Existing files of that name are replaced.
 
     Args:
-        source: a checkpoint (``.ckpt``; or a bundle, to re-bundle it) or a ``(model, meta)`` pair.
+        source: a ``(model, meta)`` pair, or a loaded model (``load_model("x.ckpt")``; a bundle, to
+            re-bundle it).
         out_dir: the folder (created); :func:`pixelwise.pretrained.pretrained_dir` ships them.
         name: the bundle's name: letters, digits, ``_`` and ``-``.
         dtype: ``float16`` (half the size) or ``float32`` (exact) for the floating tensors.
@@ -186,7 +148,7 @@ def write_bundle(
     size = tuple(input_size)
     if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
         raise PixelwiseError(f"input size {input_size!r}: expected two positive integers (H, W)")
-    model, meta = source_model(source)
+    model, meta = _source(source)
     tensors = _cast(model.state_dict(), dtype)
     info: dict[str, Any] = {
         "format": FORMAT,
@@ -212,7 +174,7 @@ def write_bundle(
     write_bytes_atomic(
         weights, save_safetensors(tensors, metadata={"format": FORMAT, "name": name})
     )
-    info["sha256"] = _sha256(weights)
+    info["sha256"] = sha256_file(weights)
     path = out / f"{name}.json"
     write_text_atomic(path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return path
@@ -312,16 +274,15 @@ def read_bundle(
     weights = Path(info["weights_path"])
     if not weights.is_file():
         raise PixelwiseError(f"{weights}: bundle weights not found (described by {where})")
-    if info.get("sha256") and _sha256(weights) != info["sha256"]:
+    if info.get("sha256") and sha256_file(weights) != info["sha256"]:
         raise PixelwiseError(
             f"{weights}: checksum does not match {Path(where).name} (a corrupt or replaced file)"
         )
     try:
         tensors = load_file(str(weights), device="cpu")
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types on garbage
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise PixelwiseError(
-            f"{weights}: not a readable safetensors file ({first[:200]})"
+            f"{weights}: not a readable safetensors file ({first_line(exc)[:200]})"
         ) from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     try:
@@ -329,72 +290,3 @@ def read_bundle(
     except PixelwiseError as exc:
         raise PixelwiseError(f"{weights}: {exc}") from None
     return model.eval(), meta, info
-
-
-def check_amp(
-    bundle: str | os.PathLike[str],
-    amp: str,
-    spec: DatasetSpec,
-    split: str = "test",
-    *,
-    batch_size: int = 4,
-    num_workers: int = 2,
-    device: str = "auto",
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Score a bundle on a labelled split in float32 and under ``amp``: the ``check`` a bundle's
-    ``inference`` block records (:func:`write_bundle`).
-
-    Raises:
-        PixelwiseError: ``amp`` is not one a bundle records, or its mIoU is more than
-            :data:`AMP_TOLERANCE` (0.1 point) below float32's.
-    """
-    from .evaluate import evaluate
-    from .predictor import Segmenter
-
-    if amp not in INFERENCE_AMPS:
-        raise PixelwiseError(f"amp {amp!r}: a bundle records only {', '.join(INFERENCE_AMPS)}")
-    float32 = Segmenter.from_checkpoint(bundle, device=device, amp="off")
-    reduced = Segmenter(
-        float32.model, float32.meta, device=device, amp=amp, crf=float32.crf, tiling=float32.tiling
-    )
-    miou: dict[str, float] = {}
-    images = 0
-    for seg in (float32, reduced):
-        result = evaluate(
-            seg, spec, split, batch_size=batch_size, num_workers=num_workers, progress=progress
-        )
-        miou[seg.amp], images = float(result.scores.miou), result.num_images
-    if miou[amp] < miou["off"] - AMP_TOLERANCE:
-        raise PixelwiseError(
-            f"{Path(bundle).name}: mIoU {100 * miou[amp]:.2f} under {amp} against "
-            f"{100 * miou['off']:.2f} in float32 on {spec.name}/{split}, more than "
-            f"{100 * AMP_TOLERANCE:.1f} point lower; keep float32 (no --amp)"
-        )
-    return {
-        "data": spec.name,
-        "split": split,
-        "images": images,
-        "device": str(seg.device),
-        "miou_float32": round(miou["off"], 6),
-        "miou_amp": round(miou[amp], 6),
-    }
-
-
-@torch.no_grad()
-def compare_models(
-    reference: nn.Module,
-    other: nn.Module,
-    meta: ModelMeta,
-    input_size: tuple[int, int],
-    *,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Run both models on one random normalised input of ``input_size``: the largest absolute logit
-    difference and the fraction of pixels whose label agrees (how much float16 weights change)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(1, meta.in_channels, *input_size, generator=gen)
-    a = reference.eval()(x).float()
-    b = other.eval()(x).float()
-    agree = (outputs.labels(a, meta.threshold) == outputs.labels(b, meta.threshold)).float().mean()
-    return float((a - b).abs().max()), float(agree)

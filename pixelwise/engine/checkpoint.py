@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_path, write_text_atomic
-from ..errors import PixelwiseError
+from ..errors import PixelwiseError, first_line
 from ..registry import create_model
 
 __all__ = [
@@ -176,13 +176,13 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        first = first_line(exc, default="unsafe content")
         raise PixelwiseError(
             f"{p}: refused to load: the file holds objects other than tensors and plain data "
             f"({first[:200]})"
         ) from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types on garbage input
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise PixelwiseError(f"{p}: not a readable checkpoint ({first[:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise PixelwiseError(f"{p}: not a pixelwise checkpoint (expected format {FORMAT})")
@@ -201,9 +201,7 @@ def build_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor] | None = No
         try:
             missing, unexpected = model.load_state_dict(state_dict, strict=False)
         except RuntimeError as exc:
-            first = (
-                str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "shape mismatch"
-            )
+            first = first_line(exc, last=True, default="shape mismatch")
             raise PixelwiseError(
                 f"weights do not match architecture {meta.arch!r} {meta.model_kwargs}: {first[:200]}"
             ) from None

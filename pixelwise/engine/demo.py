@@ -33,10 +33,10 @@ from PIL import Image, ImageDraw, ImageFont
 from .._atomic import write_text_atomic
 from ..data.io import read_image, write_png
 from ..data.spec import DatasetSpec, load_dataset_spec
-from ..errors import PixelwiseError
+from ..errors import PixelwiseError, printable
 from ..pretrained import DEFAULT_MODEL
-from .bundle import bundle_info, is_bundle_path, resolve_model
 from .evaluate import EvalResult, evaluate, write_report
+from .loading import load_model
 from .predict import expand_inputs
 from .predictor import Segmenter
 from .visualize import mask_image, overlay_with_legend
@@ -136,15 +136,8 @@ def load_demo_model(
 ) -> tuple[Segmenter, dict[str, Any] | None]:
     """The segmenter for ``model`` (a file or a bundled name) and, for a bundle, its description
     (:func:`pixelwise.engine.bundle.bundle_info`), else ``None``."""
-    path = resolve_model(model)
-    info = bundle_info(path) if is_bundle_path(path) else None
-    return Segmenter.from_checkpoint(path, device=device), info
-
-
-def _text(value: object) -> str:
-    """``str(value)`` with undecodable file-name bytes (surrogate escapes) as ``\\xNN``, so that a
-    file name that is not UTF-8 can be written to JSON or drawn."""
-    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    seg = Segmenter(load_model(model, device=device), device=device)
+    return seg, seg.loaded.info
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
@@ -280,7 +273,9 @@ def segment_demo(
         h, w = item.size
         blend = overlay.crop((0, 0, w, h))
         rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
-        rows.append((_text(f"{path.name}  ({w} x {h})"), Image.fromarray(rgb), blend, item.areas))
+        rows.append(
+            (printable(f"{path.name}  ({w} x {h})"), Image.fromarray(rgb), blend, item.areas)
+        )
     if rows:
         result.sheet = out / "contact_sheet.png"
         colors = dict(zip(meta.class_names, meta.colors, strict=False))
@@ -289,15 +284,15 @@ def segment_demo(
     summary = {
         "images": [
             {
-                "source": _text(i.source),
-                "mask": _text(i.mask.name),
-                "overlay": _text(i.overlay.name),
+                "source": printable(i.source),
+                "mask": printable(i.mask.name),
+                "overlay": printable(i.overlay.name),
                 "size": list(i.size),
                 "areas": {n: round(f, 6) for n, f in i.areas},
             }
             for i in result.images
         ],
-        "failed": [{"input": _text(p), "reason": _text(r)} for p, r in result.failed],
+        "failed": [{"input": printable(p), "reason": printable(r)} for p, r in result.failed],
         "classes": meta.class_names,
     }
     write_text_atomic(result.summary, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

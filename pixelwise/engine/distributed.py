@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import PixelwiseError
+from ..errors import PixelwiseError, first_line
 from ..metrics import ConfusionMatrix
 from .runtime import resolve_device
 
@@ -136,7 +136,7 @@ def init_distributed(device: str = "auto", *, timeout_s: float = 1800.0) -> Dist
             backend, init_method="env://", timeout=timedelta(seconds=timeout_s), **kwargs
         )
     except (RuntimeError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         raise PixelwiseError(
             f"rank {rank} of {world} could not join the {backend} process group at {where} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,12 +24,20 @@ from ..data.classes import IGNORE_INDEX
 from ..data.spec import DatasetSpec
 from ..errors import PixelwiseError
 from ..metrics import ConfusionMatrix, SegmentationScores
+from .bundle import AMP_TOLERANCE, INFERENCE_AMPS
 from .distributed import DistContext, current_context, reduce_confusion, shard_batches
 from .predictor import Segmenter
-from .tiling import slide_logits
 from .visualize import plot_confusion
 
-__all__ = ["EvalResult", "confusion_over", "evaluate", "report_dict", "write_report", "eval_loader"]
+__all__ = [
+    "EvalResult",
+    "check_amp",
+    "confusion_over",
+    "eval_loader",
+    "evaluate",
+    "report_dict",
+    "write_report",
+]
 
 
 @dataclass
@@ -138,26 +148,9 @@ def evaluate(
     def crf_labels(logits: torch.Tensor, batch: dict) -> torch.Tensor:
         return segmenter.decide(logits, batch["raw"])[1]
 
-    def logits_fn(images: torch.Tensor) -> torch.Tensor:
-        # whole images (one batch), or sliding windows over each normalised image in turn
-        if not segmenter.tiling.use_slide(*images.shape[-2:]):
-            return segmenter.logits(images)
-        return torch.stack(
-            [
-                slide_logits(
-                    im.permute(1, 2, 0).numpy(),
-                    _chw,
-                    segmenter.logits,
-                    segmenter.meta.out_channels,
-                    segmenter.tiling,
-                )
-                for im in images
-            ]
-        )
-
     t0 = time.perf_counter()
     cm = confusion_over(
-        logits_fn,
+        segmenter.logits,
         loader,
         spec.num_classes,
         threshold=segmenter.meta.threshold,
@@ -178,11 +171,6 @@ def evaluate(
         tiling=asdict(segmenter.tiling),
         amp=segmenter.amp,
     )
-
-
-def _chw(window: np.ndarray) -> torch.Tensor:
-    """A window of an already normalised H×W×C image as a C×H×W tensor."""
-    return torch.from_numpy(np.ascontiguousarray(window)).permute(2, 0, 1)
 
 
 def _num(x: float) -> float | None:
@@ -228,3 +216,47 @@ def write_report(result: EvalResult, path: str | os.PathLike[str]) -> Path:
     png = path.with_name(path.stem + "_confusion.png")
     plot_confusion(result.confusion.matrix.numpy().astype(np.int64), result.class_names, png)
     return png
+
+
+def check_amp(
+    segmenter: Segmenter,
+    amp: str,
+    spec: DatasetSpec,
+    split: str = "test",
+    *,
+    batch_size: int = 4,
+    num_workers: int = 2,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score a model on a labelled split in float32 and under ``amp`` — the same segmenter with only
+    its precision changed — giving the ``check`` a bundle's ``inference`` block records
+    (:func:`~pixelwise.engine.bundle.write_bundle`).
+
+    Raises:
+        PixelwiseError: ``amp`` is not one a bundle records, or its mIoU is more than
+            :data:`~pixelwise.engine.bundle.AMP_TOLERANCE` (0.1 point) below float32's.
+    """
+    if amp not in INFERENCE_AMPS:
+        raise PixelwiseError(f"amp {amp!r}: a bundle records only {', '.join(INFERENCE_AMPS)}")
+    miou: dict[str, float] = {}
+    images = 0
+    for precision in ("off", amp):
+        seg = segmenter.with_config(dataclasses.replace(segmenter.config, amp=precision))
+        result = evaluate(
+            seg, spec, split, batch_size=batch_size, num_workers=num_workers, progress=progress
+        )
+        miou[precision], images = float(result.scores.miou), result.num_images
+    if miou[amp] < miou["off"] - AMP_TOLERANCE:
+        raise PixelwiseError(
+            f"{segmenter.loaded.source or 'model'}: mIoU {100 * miou[amp]:.2f} under {amp} against "
+            f"{100 * miou['off']:.2f} in float32 on {spec.name}/{split}, more than "
+            f"{100 * AMP_TOLERANCE:.1f} point lower; keep float32 (no --amp)"
+        )
+    return {
+        "data": spec.name,
+        "split": split,
+        "images": images,
+        "device": str(segmenter.device),
+        "miou_float32": round(miou["off"], 6),
+        "miou_amp": round(miou[amp], 6),
+    }

@@ -37,8 +37,11 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_path
-from ..errors import PixelwiseError
-from .checkpoint import ModelMeta, build_model, load_checkpoint
+from ..errors import PixelwiseError, first_line
+from .checkpoint import ModelMeta
+from .checks import compare_logits, plain_segmenter
+from .loading import load_model
+from .onnx_model import META_KEY, MULTIPLE_KEY, load_onnx
 
 __all__ = [
     "CHECK_SIZES",
@@ -52,8 +55,6 @@ __all__ = [
     "export_onnx",
 ]
 
-META_KEY = "pixelwise.meta"
-MULTIPLE_KEY = "pixelwise.input_multiple"
 DEFAULT_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -148,9 +149,8 @@ def export_onnx(
                 opset_version=opset or DEFAULT_OPSET,
             )
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise PixelwiseError(
-            f"{meta.arch}: ONNX export failed ({type(exc).__name__}: {first[:200]})"
+            f"{meta.arch}: ONNX export failed ({type(exc).__name__}: {first_line(exc)[:200]})"
         ) from exc
     finally:
         model.train(was_training)
@@ -191,46 +191,38 @@ def export_checkpoint(
     sample_size: Sequence[int] = (256, 320),
 ) -> Path:
     """Export a pixelwise checkpoint (``.ckpt``) to ONNX: :func:`export_onnx` on its model and meta."""
-    ckpt = load_checkpoint(checkpoint)
-    meta = ModelMeta.from_dict(ckpt.get("meta", {}), where=str(checkpoint))
-    model = build_model(meta, ckpt["model"])
-    return export_onnx(model, meta, path, opset=opset, sample_size=sample_size)
+    source = load_model(checkpoint)
+    return export_onnx(source.model, source.meta, path, opset=opset, sample_size=sample_size)
 
 
-@torch.no_grad()
 def compare_onnx(
     model: nn.Module,
     onnx_model: nn.Module,
+    meta: ModelMeta,
     *,
-    in_channels: int,
     sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
     batch: int = 1,
     seed: int = 0,
 ) -> list[tuple[tuple[int, int], float]]:
-    """Largest absolute logit difference between ``model`` (PyTorch, eval) and ``onnx_model`` on
-    random normal inputs, one per size.
+    """Largest absolute logit difference between ``model`` (PyTorch) and ``onnx_model`` on random
+    normal inputs, one per size, both through the one inference path
+    (:func:`~pixelwise.engine.checks.compare_logits`); ``model``'s train/eval mode is restored.
 
     Returns:
         ``[((H, W), max |Δ logit|), ...]`` in the order of ``sizes``.
     """
     was_training = model.training
-    model.eval()
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    gen = torch.Generator().manual_seed(seed)
-    out = []
     try:
-        for h, w in sizes:
-            x = torch.randn(batch, in_channels, h, w, generator=gen)
-            ref = model(x.to(device)).float().cpu()
-            got = onnx_model(x).float().cpu()
-            if got.shape != ref.shape:
-                raise PixelwiseError(
-                    f"ONNX logits have shape {tuple(got.shape)}, PyTorch's {tuple(ref.shape)}"
-                )
-            out.append(((h, w), float((got - ref).abs().max())))
+        diffs = compare_logits(
+            plain_segmenter(model, meta),
+            plain_segmenter(onnx_model, meta),
+            sizes,
+            batch=batch,
+            seed=seed,
+        )
     finally:
         model.train(was_training)
-    return out
+    return [(d.size, d.max_abs) for d in diffs]
 
 
 def check_onnx(
@@ -244,10 +236,6 @@ def check_onnx(
     Returns:
         ``[((H, W), max |Δ logit|), ...]``, one per size of ``sizes``.
     """
-    from .onnx_model import load_onnx
-
-    ckpt = load_checkpoint(checkpoint)
-    meta = ModelMeta.from_dict(ckpt.get("meta", {}), where=str(checkpoint))
-    model = build_model(meta, ckpt["model"])
+    source = load_model(checkpoint)
     onnx_model, _ = load_onnx(path, device="cpu")
-    return compare_onnx(model, onnx_model, in_channels=meta.in_channels, sizes=sizes)
+    return compare_onnx(source.model, onnx_model, source.meta, sizes=sizes)

@@ -25,7 +25,7 @@ from types import FrameType, TracebackType
 import numpy as np
 import torch
 
-from ..errors import PixelwiseError
+from ..errors import PixelwiseError, first_line
 
 __all__ = [
     "GracefulStop",
@@ -108,7 +108,7 @@ def deterministic(enabled: bool) -> Iterator[None]:
     except RuntimeError as exc:
         if "deterministic implementation" not in str(exc):
             raise
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise PixelwiseError(
             f"--deterministic: {first.split(',')[0]}; this model cannot train deterministically on "
             "this device (docs/reliability.md): train without --deterministic, or on the CPU"

@@ -20,14 +20,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import PixelwiseError
+from ..errors import PixelwiseError, first_line
 from ..layers import pad_to_multiple
 from .checkpoint import ModelMeta
-from .export import META_KEY, MULTIPLE_KEY
 
-__all__ = ["OnnxModule", "load_onnx"]
+__all__ = ["META_KEY", "MULTIPLE_KEY", "OnnxModule", "load_onnx"]
 
 _INSTALL = "pip install 'pixelwise[onnx]'"
+
+
+# Where an exported file keeps its ModelMeta (JSON) and the multiple its input sides are padded to.
+META_KEY = "pixelwise.meta"
+MULTIPLE_KEY = "pixelwise.input_multiple"
 
 
 def _import_onnxruntime(where: str) -> Any:
@@ -132,7 +136,7 @@ def load_onnx(
             where, sess_options=options, providers=_providers(ort, device, where)
         )
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         if "INVALID_PROTOBUF" in first or "Protobuf parsing failed" in first:
             raise PixelwiseError(
                 f"{where}: not an ONNX model (ONNX Runtime could not parse it)"

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from .._atomic import atomic_path, write_text_atomic
 from ..data.io import IMAGE_EXTENSIONS, read_image, write_png
 from ..data.rasters import GeoRef, is_raster_path, read_raster, write_label_raster
-from ..errors import PixelwiseError
+from ..errors import PixelwiseError, first_line
 from .distributed import DistContext, all_gather_objects, current_context, shard
 from .predictor import Prediction, Segmenter
 from .regions import regions_summary
@@ -189,7 +189,7 @@ def predict_files(
         try:
             preds = segmenter.segment_batch([im for _, im, _ in pending], probs=probs)
         except (PixelwiseError, RuntimeError) as exc:  # this batch fails, the run goes on
-            reason = _one_line(exc)
+            reason = first_line(exc)
             summary.failed.extend((str(todo[i][0]), reason) for i, _, _ in pending)
             preds = []
         for (i, image, geo), pred in zip(pending, preds, strict=False):
@@ -205,7 +205,7 @@ def predict_files(
                     regions=regions,
                 )
             except (PixelwiseError, OSError) as exc:  # e.g. disk full: nothing partial is left
-                summary.failed.append((str(todo[i][0]), f"cannot write output: {_one_line(exc)}"))
+                summary.failed.append((str(todo[i][0]), f"cannot write output: {first_line(exc)}"))
                 continue
             summary.written.append(todo[i][1])
         bar.update(len(pending))
@@ -282,7 +282,3 @@ def _write(
         for path in done:
             path.unlink(missing_ok=True)
         raise
-
-
-def _one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

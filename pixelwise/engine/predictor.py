@@ -1,14 +1,17 @@
-"""The one prediction path: preprocessing, model (whole image or sliding windows, with optional
-test-time augmentation), then probabilities and labels through :mod:`pixelwise.outputs`
+"""The one prediction path. A :class:`Segmenter` binds a loaded model (:mod:`.loading`) to an
+:class:`~pixelwise.engine.inference.InferenceConfig`; :meth:`Segmenter.logits` turns a normalised
+batch into logits (whole image or sliding windows, test-time augmentation, autocast), and
+:meth:`Segmenter.decide` into probabilities and labels through :mod:`pixelwise.outputs`
 (softmax/argmax, or sigmoid/threshold for one-channel models), refined by the dense CRF
-(:mod:`pixelwise.crf`) when the segmenter has one — used by evaluate, predict, export checks and the
-server, so what is measured is what is shipped.
+(:mod:`pixelwise.crf`) when configured. Evaluate, predict, serve, training's validation and the
+export and precision checks all go through it, so what is measured is what is shipped.
 
-The model is a PyTorch module from a checkpoint (``.ckpt``) or an ONNX Runtime session from an
-exported ``.onnx`` file (:mod:`pixelwise.engine.onnx_model`); :func:`load` takes either."""
+The model is a PyTorch module from a checkpoint (``.ckpt``) or a bundle, or an ONNX Runtime session
+from an exported ``.onnx`` file (:mod:`pixelwise.engine.onnx_model`); :func:`load` takes any."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +24,10 @@ from torch import nn
 from .. import outputs
 from ..data.transforms import build_eval_transform, to_tensor
 from ..errors import PixelwiseError
-from .bundle import checked_amp, is_bundle_path, read_bundle, resolve_model
-from .checkpoint import ModelMeta, build_model, load_checkpoint
+from .bundle import checked_amp
+from .checkpoint import ModelMeta
+from .inference import CRF_BY_DEFAULT, InferenceConfig, uses_crf_by_default
+from .loading import LoadedModel, load_model
 from .runtime import autocast, resolve_amp, resolve_device
 from .tiling import TileConfig, slide_labels, slide_logits
 from .tta import TTAConfig, augmented_logits
@@ -30,27 +35,26 @@ from .tta import TTAConfig, augmented_logits
 if TYPE_CHECKING:
     from ..crf import CRFParams, DenseCRF
 
-__all__ = ["CRF_BY_DEFAULT", "Prediction", "Segmenter", "load", "uses_crf_by_default"]
+__all__ = [
+    "CRF_BY_DEFAULT",
+    "InferenceConfig",
+    "LoadedModel",
+    "Prediction",
+    "Segmenter",
+    "load",
+    "uses_crf_by_default",
+]
 
 # Above this many bytes of float32 logits (K × H × W × 4) a sliding-window prediction streams labels
 # row band by row band instead of holding every class's logits for the whole image; probabilities and
 # the dense CRF need the whole image's logits, so they are refused beyond it.
 FULL_LOGITS_BYTES = 1 << 30
 
-# Architectures whose paper refines every prediction with the dense CRF: their segmenters do too
-# unless told otherwise (``crf=False``, ``--no-crf``).
-CRF_BY_DEFAULT = frozenset({"deeplabv1"})
-
 _AMP_NAMES: dict[torch.dtype | None, str] = {
     None: "off",
     torch.bfloat16: "bf16",
     torch.float16: "fp16",
 }
-
-
-def uses_crf_by_default(meta: ModelMeta) -> bool:
-    """Whether a model of this architecture predicts through the dense CRF by default."""
-    return meta.arch in CRF_BY_DEFAULT
 
 
 @dataclass
@@ -63,53 +67,60 @@ class Prediction:
 
 
 class Segmenter:
-    """A model with what it needs to be used: classes, colours, normalisation, device, and how to
-    run it (test-time augmentation, sliding windows).
+    """A loaded model bound to how it is run: a :class:`LoadedModel` (network, :class:`ModelMeta`,
+    bundle description) and an :class:`InferenceConfig` (precision, TTA, tiling, CRF), resolved
+    for a device. :meth:`logits` is the one path from a normalised batch to logits that
+    evaluate, predict, serve, training's validation and the export checks all take.
 
     A sigmoid model (``meta.output == "sigmoid"``) has one logit channel; its probabilities are
-    ``(1 - σ, σ)`` for its two classes and its labels ``σ > meta.threshold``.
-
-    With a dense CRF (``crf``), every prediction is refined by it: :meth:`decide` turns logits and
-    the input images into the refined probabilities and labels (for a sigmoid model, the CRF refines
-    ``(1 - σ, σ)`` and the label is still ``p_1 > meta.threshold``).
+    ``(1 - σ, σ)`` for its two classes and its labels ``σ > meta.threshold``. With the dense CRF,
+    :meth:`decide` turns logits and the input images into refined probabilities and labels.
 
     Args:
-        model: a network mapping N×C×H×W images to N×K×H×W logits (K = 1 for a sigmoid model).
-        meta: its :class:`ModelMeta`.
+        model: a :class:`LoadedModel`, or a network mapping N×C×H×W images to N×K×H×W logits (K = 1
+            for a sigmoid model) with its ``meta``.
+        meta: the network's :class:`ModelMeta` (not with a :class:`LoadedModel`).
+        config: how to run it; ``None``: :class:`InferenceConfig`'s defaults.
         device: ``auto``, ``cpu``, ``cuda``...
-        amp: autocast for inference (``off`` by default: float32 logits; see :func:`load`).
-        crf: the dense CRF to refine predictions with, or ``None``.
-        tta: test-time augmentation (flips, scales; probabilities averaged), or ``None``.
-        tiling: whole image or sliding windows (:class:`TileConfig`; default: whole image up to
-            2048 × 2048 pixels, 512-pixel windows with 25 % overlap and Gaussian blending beyond).
-        channels_last: run a PyTorch model in NHWC memory layout (faster convolutions on CPUs and
-            tensor-core GPUs; same results up to float rounding).
+        amp, crf, tta, tiling, channels_last: shorthands that replace the matching field of
+            ``config`` when given; ``crf`` may also be a :class:`~pixelwise.crf.DenseCRF` (its
+            parameters are used).
+
+    Attributes:
+        config: the configuration as resolved for this model and device: ``amp`` is what the
+            forward pass runs under (``off``, ``bf16``, ``fp16``), ``crf`` is true or false.
     """
 
     def __init__(
         self,
-        model: nn.Module,
-        meta: ModelMeta,
+        model: nn.Module | LoadedModel,
+        meta: ModelMeta | None = None,
         *,
-        device: str = "auto",
-        amp: str = "off",
-        crf: DenseCRF | None = None,
+        config: InferenceConfig | None = None,
+        device: str | torch.device = "auto",
+        amp: str | None = None,
+        crf: DenseCRF | bool | None = None,
         tta: TTAConfig | None = None,
         tiling: TileConfig | None = None,
-        channels_last: bool = True,
+        channels_last: bool | None = None,
     ):
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
-        self.channels_last = channels_last and isinstance(model, nn.Module) and _has_conv(model)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.meta = meta
-        self.amp_dtype = resolve_amp(amp, self.device)
-        self.amp = _AMP_NAMES[self.amp_dtype]  # what the forward pass runs under: off, bf16, fp16
-        self.crf = crf
-        self.tta = tta
-        self.tiling = tiling or TileConfig()
-        self._transform = build_eval_transform(mean=meta.mean, std=meta.std)
+        loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, meta)  # type: ignore[arg-type]
+        if not isinstance(loaded.meta, ModelMeta):
+            raise PixelwiseError("Segmenter needs the model's ModelMeta")
+        config = _with_shorthands(config or InferenceConfig(), amp, crf, tta, tiling, channels_last)
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        net = loaded.model.to(self.device).eval()
+        channels_last = config.channels_last and _has_conv(net)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.loaded = dataclasses.replace(loaded, model=net)
+        self.amp_dtype = resolve_amp(_model_amp(config.amp, loaded, self.device), self.device)
+        use_crf = uses_crf_by_default(loaded.meta) if config.crf is None else config.crf
+        self.config = dataclasses.replace(
+            config, amp=_AMP_NAMES[self.amp_dtype], crf=use_crf, channels_last=channels_last
+        )
+        self.crf = _dense_crf(self.config) if use_crf else None
+        self._transform = build_eval_transform(mean=loaded.meta.mean, std=loaded.meta.std)
 
     @classmethod
     def from_checkpoint(
@@ -122,42 +133,41 @@ class Segmenter:
         crf_params: CRFParams | None = None,
         tta: TTAConfig | None = None,
         tiling: TileConfig | None = None,
+        config: InferenceConfig | None = None,
     ) -> Segmenter:
         """Load a checkpoint (``.ckpt``), an exported ONNX model (``.onnx``, run by ONNX Runtime),
         a model bundle (``NAME.json`` / ``NAME.safetensors``), or a bundled model by name
-        (``"camvid"``; see :mod:`pixelwise.pretrained`). An existing file wins over a bundled name.
+        (``"camvid"``) with :func:`~pixelwise.engine.loading.load_model`, run as ``config`` says
+        (or as the keyword shorthands say: see :class:`InferenceConfig` for each)."""
+        config = config or InferenceConfig(
+            amp=amp, crf=crf, crf_params=crf_params, tta=tta, tiling=tiling or TileConfig()
+        )
+        return cls(load_model(path, device=device), config=config, device=device)
 
-        Args:
-            path: the model file, or a bundled model's name.
-            amp: autocast for the forward pass (:func:`load`); ``model`` (the default): the reduced
-                precision a bundle records as checked, where the hardware runs it natively, else
-                float32.
-            crf: refine predictions with the dense CRF; ``None``: the architecture's default (on for
-                :data:`CRF_BY_DEFAULT`, i.e. DeepLab v1).
-            crf_params: its parameters; ``None``: DeepLab v1's (:class:`pixelwise.crf.CRFParams`).
-            tta: test-time augmentation, or ``None``.
-            tiling: whole image or sliding windows; ``None``: :class:`TileConfig`'s defaults.
-        """
-        path = resolve_model(path)
-        info = None
-        if path.suffix.lower() == ".onnx":
-            from .onnx_model import load_onnx
+    def with_config(self, config: InferenceConfig) -> Segmenter:
+        """The same loaded model run another way (shares the network; nothing is copied)."""
+        return Segmenter(self.loaded, config=config, device=self.device)
 
-            model, meta = load_onnx(path, device=device)
-        elif is_bundle_path(path):
-            model, meta, info = read_bundle(path)
-        else:
-            ckpt = load_checkpoint(path)
-            meta = ModelMeta.from_dict(ckpt.get("meta", {}), where=str(path))
-            model = build_model(meta, ckpt["model"])
-        dense_crf = None
-        if uses_crf_by_default(meta) if crf is None else crf:
-            from ..crf import DenseCRF
+    @property
+    def model(self) -> nn.Module:
+        return self.loaded.model
 
-            dense_crf = DenseCRF(crf_params)
-        if amp == "model":
-            amp = checked_amp(info, resolve_device(device))
-        return cls(model, meta, device=device, amp=amp, crf=dense_crf, tta=tta, tiling=tiling)
+    @property
+    def meta(self) -> ModelMeta:
+        return self.loaded.meta
+
+    @property
+    def amp(self) -> str:
+        """What the forward pass runs under: ``off`` (float32), ``bf16`` or ``fp16``."""
+        return self.config.amp
+
+    @property
+    def tta(self) -> TTAConfig | None:
+        return self.config.tta
+
+    @property
+    def tiling(self) -> TileConfig:
+        return self.config.tiling
 
     @property
     def class_names(self) -> list[str]:
@@ -173,35 +183,54 @@ class Segmenter:
 
     @torch.no_grad()
     def raw_logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Float32 logits of one forward pass of the model for a normalised N×C×H×W batch:
-        N×K×H×W, K = number of classes, or 1 for a sigmoid model."""
+        """Float32 logits of one forward pass of the network for a normalised N×C×H×W batch, under
+        this configuration's precision: N×K×H×W, K = number of classes, or 1 for a sigmoid model."""
         batch = batch.to(self.device, non_blocking=True)
-        if self.channels_last:
+        if self.config.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp_dtype):
             out = self.model(batch)
         return out.float().contiguous()
 
     @torch.no_grad()
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Logits for a normalised N×C×H×W batch as this segmenter predicts them: the model's, or
-        with test-time augmentation the log of the averaged probabilities (a drop-in for logits:
-        softmax / sigmoid of them are the averaged probabilities). N×K×H×W float32."""
+    def window_logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits of a normalised batch seen whole: the network's, or with test-time augmentation
+        the log of the averaged probabilities (softmax / sigmoid of them are the averaged
+        probabilities). What each sliding window goes through."""
         if self.tta is None:
             return self.raw_logits(batch)
         return augmented_logits(
             self.raw_logits, batch, self.tta, sigmoid=self.meta.output == "sigmoid"
         )
 
+    @torch.no_grad()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """The one inference path: logits for a normalised N×C×H×W batch under this configuration —
+        each image whole, or in blended sliding windows when :attr:`tiling` says so for its size
+        (:mod:`pixelwise.engine.tiling`), each view with test-time augmentation when configured.
+        N×K×H×W float32 on :attr:`device`. Labels and probabilities follow from :meth:`decide`."""
+        if batch.ndim != 4:
+            raise PixelwiseError(f"logits need an N×C×H×W batch, got shape {tuple(batch.shape)}")
+        if not self.tiling.use_slide(*batch.shape[-2:]):
+            return self.window_logits(batch)
+        return torch.stack(
+            [
+                slide_logits(
+                    im.permute(1, 2, 0).cpu().numpy(),
+                    _chw,
+                    self.window_logits,
+                    self.meta.out_channels,
+                    self.tiling,
+                ).to(self.device)
+                for im in batch
+            ]
+        )
+
     def image_logits(self, image: np.ndarray) -> torch.Tensor:
-        """K×H×W logits of one uint8 H×W×C image: whole image, or sliding windows when
-        :attr:`tiling` says so for its size (blended, as :mod:`pixelwise.engine.tiling` describes)."""
-        h, w = image.shape[:2]
-        if not self.tiling.use_slide(h, w):
-            return self.logits(self.preprocess(image)[None])[0]
-        return slide_logits(
-            image, self.preprocess, self.logits, self.meta.out_channels, self.tiling
-        ).to(self.device)
+        """K×H×W logits of one uint8 H×W×C image (:meth:`preprocess`, then :meth:`logits`)."""
+        if image.ndim == 2:
+            image = image[..., None]
+        return self.logits(self.preprocess(image)[None])[0]
 
     def _streams(self, image: np.ndarray) -> bool:
         h, w = image.shape[:2]
@@ -226,16 +255,16 @@ class Segmenter:
                     f"a {w}×{h} image is too large for {what} (they need every class's logits "
                     "for the whole image); predict labels only"
                 )
-            labels = slide_labels(
+            labels = slide_labels(  # windows normalised one at a time: nothing image-sized is held
                 image,
                 self.preprocess,
-                self.logits,
+                self.window_logits,
                 self.meta.out_channels,
                 self.tiling,
                 lambda block: self.labels(block[None])[0],
             )
             return Prediction(labels.astype(np.uint8, copy=False))
-        logits = self.image_logits(image)[None]
+        logits = self.logits(self.preprocess(image)[None])
         p, labels = self._decide(logits, image[None], probs)
         return Prediction(
             labels[0].to(torch.uint8).cpu().numpy(),
@@ -249,8 +278,7 @@ class Segmenter:
         batch; the others one by one (:meth:`segment`)."""
         images = [im if im.ndim == 3 else im[..., None] for im in images]
         sizes = {im.shape for im in images}
-        h, w = images[0].shape[:2] if images else (0, 0)
-        if len(images) < 2 or len(sizes) > 1 or self.tiling.use_slide(h, w):
+        if len(images) < 2 or len(sizes) > 1 or self._streams(images[0]):
             return [self.segment(im, probs=probs) for im in images]
         logits = self.logits(torch.stack([self.preprocess(im) for im in images]))
         p, labels = self._decide(logits, np.stack(images) if self.crf else None, probs)
@@ -322,6 +350,47 @@ def _has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
+def _chw(window: np.ndarray) -> torch.Tensor:
+    """A window of an already normalised H×W×C image as a C×H×W tensor."""
+    return torch.from_numpy(np.ascontiguousarray(window)).permute(2, 0, 1)
+
+
+def _model_amp(amp: str, loaded: LoadedModel, device: torch.device) -> str:
+    """``amp="model"``: the precision the model's bundle records as checked, where ``device`` runs
+    it natively (:func:`~pixelwise.engine.bundle.checked_amp`); float32 otherwise."""
+    return checked_amp(loaded.info, device) if amp == "model" else amp
+
+
+def _with_shorthands(
+    config: InferenceConfig,
+    amp: str | None,
+    crf: DenseCRF | bool | None,
+    tta: TTAConfig | None,
+    tiling: TileConfig | None,
+    channels_last: bool | None,
+) -> InferenceConfig:
+    changes: dict = {}
+    if amp is not None:
+        changes["amp"] = amp
+    if crf is not None:
+        changes["crf"] = crf if isinstance(crf, bool) else True
+        if not isinstance(crf, bool):
+            changes["crf_params"] = crf.params
+    if tta is not None:
+        changes["tta"] = tta
+    if tiling is not None:
+        changes["tiling"] = tiling
+    if channels_last is not None:
+        changes["channels_last"] = channels_last
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _dense_crf(config: InferenceConfig) -> DenseCRF:
+    from ..crf import DenseCRF
+
+    return DenseCRF(config.crf_params)
+
+
 def load(
     path: str | os.PathLike[str],
     *,
@@ -330,6 +399,7 @@ def load(
     tta: TTAConfig | bool | None = None,
     tiling: TileConfig | None = None,
     amp: str = "model",
+    config: InferenceConfig | None = None,
 ) -> Segmenter:
     """Load a trained model for prediction: ``pixelwise.load("runs/camvid/best.ckpt")``, an
     exported ``model.onnx``, a bundle's ``NAME.json``, or a bundled model by name:
@@ -347,9 +417,10 @@ def load(
             ``off`` (float32), ``bf16``, ``fp16`` (CUDA) or ``auto`` (bf16/fp16 wherever native).
             ``bf16`` roughly halves the bundled ``camvid`` model's time on CPUs with AVX-512 BF16
             (docs/models/camvid.md).
+        config: the whole :class:`InferenceConfig` instead of the keywords above.
     """
     if tta is True:
         tta = TTAConfig()
     return Segmenter.from_checkpoint(
-        path, device=device, crf=crf, tta=tta or None, tiling=tiling, amp=amp
+        path, device=device, crf=crf, tta=tta or None, tiling=tiling, amp=amp, config=config
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..errors import PixelwiseError
 
 __all__ = [
+    "resolve_model",
     "DEFAULT_MODEL",
     "ENV_VAR",
     "bundled_path",
@@ -89,3 +90,20 @@ def bundled_path(name: str) -> Path:
         f"{name}: no such model file, and no bundled model of that name in {where} "
         f"(bundled: {available})"
     )
+
+
+def resolve_model(path: str | os.PathLike[str]) -> Path:
+    """Where a ``--model`` value points: an existing file wins; otherwise a bare name (``camvid``)
+    is a bundled model's ``.json`` (:func:`bundled_path`); anything else is returned as a path, for
+    its loader to report as missing.
+
+    Raises:
+        PixelwiseError: a bare name that is neither a file nor a bundled model (the message lists
+            the bundled models).
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    if is_bundle_name(os.fspath(path)):
+        return bundled_path(os.fspath(path))
+    return p

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
-import dataclasses
 import hmac
 import io
 import json
@@ -37,12 +35,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..engine.inference import InferenceConfig
 from ..engine.predictor import Segmenter
 from ..engine.regions import labels_rle, regions_summary
-from ..engine.tta import TTAConfig
 from ..engine.visualize import mask_image, overlay_with_legend
 from ..errors import PixelwiseError
-from .batching import InferenceOptions, MicroBatcher, QueueFull, Stopped
+from .batching import MicroBatcher, QueueFull, Stopped
 from .limits import RequestError, decode, quiet_pillow, read_upload
 from .metrics import CONTENT_TYPE, ServeMetrics
 from .schemas import ErrorBody, ModelList, SegmentResult, Status
@@ -93,6 +91,12 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _summary(config: InferenceConfig) -> dict[str, Any]:
+    """What an answer says about how it was predicted (``crf``, ``tta``, ``tile``): the query
+    parameters' values, resolved for the served model."""
+    return {"crf": bool(config.crf), "tta": config.tta is not None, "tile": config.tiling.mode}
+
+
 def _static_route(content: bytes, media_type: str) -> Callable[[], Any]:
     async def page() -> Response:
         return Response(content, media_type=media_type, headers=_PAGE_HEADERS)
@@ -120,7 +124,7 @@ class _Service:
             on_batch=self._on_batch,
         )
         self.metrics = ServeMetrics(paths, settings.max_batch, lambda: self.batcher.depth)
-        self._variants: dict[InferenceOptions, Segmenter] = {}
+        self._variants: dict[InferenceConfig, Segmenter] = {}
         self._admitted = 0  # requests between admission and their prediction (event loop only)
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -174,42 +178,27 @@ class _Service:
         finally:
             self._admitted -= 1
 
-    def defaults(self, seg: Segmenter) -> InferenceOptions:
-        return InferenceOptions(
-            crf=seg.crf is not None, tta=seg.tta is not None, tile=seg.tiling.mode
-        )
-
     def options(
         self, seg: Segmenter, crf: bool | None, tta: bool | None, tile: str | None
-    ) -> InferenceOptions:
-        base = self.defaults(seg)
-        return InferenceOptions(
-            crf=base.crf if crf is None else crf,
-            tta=base.tta if tta is None else tta,
-            tile=base.tile if tile is None else tile,
-        )
+    ) -> InferenceConfig:
+        """The configuration a request's query parameters ask for: the served one, with the
+        parameters that are given changed (:meth:`InferenceConfig.with_options`)."""
+        return seg.config.with_options(crf=crf, tta=tta, tile=tile)
 
-    def _variant(self, options: InferenceOptions) -> Segmenter:
-        """The segmenter predicting with ``options``: the loaded one, or a shallow copy sharing
-        its model with other CRF / TTA / tiling settings (made once, in the worker thread)."""
+    def _variant(self, config: InferenceConfig) -> Segmenter:
+        """The segmenter predicting under ``config``: the loaded one, or the same model bound to
+        ``config`` (made once, in the worker thread; the network is shared, not copied)."""
         seg = self.segmenter
-        assert seg is not None
-        if options == self.defaults(seg):
+        if seg is None:
+            raise Stopped("the model is not ready")
+        if config == seg.config:
             return seg
-        if options not in self._variants:
-            variant = copy.copy(seg)
-            if options.crf != (seg.crf is not None):
-                from ..crf import DenseCRF
+        if config not in self._variants:
+            self._variants[config] = seg.with_config(config)
+        return self._variants[config]
 
-                variant.crf = DenseCRF() if options.crf else None
-            if options.tta != (seg.tta is not None):
-                variant.tta = TTAConfig() if options.tta else None
-            variant.tiling = dataclasses.replace(seg.tiling, mode=options.tile)
-            self._variants[options] = variant
-        return self._variants[options]
-
-    def _predict(self, images: list[np.ndarray], options: InferenceOptions) -> list[np.ndarray]:
-        return [p.labels for p in self._variant(options).segment_batch(images)]
+    def _predict(self, images: list[np.ndarray], config: InferenceConfig) -> list[np.ndarray]:
+        return [p.labels for p in self._variant(config).segment_batch(images)]
 
     def _on_batch(self, size: int, seconds: float) -> None:
         self.metrics.observe_batch(size, seconds)
@@ -225,7 +214,7 @@ class _Service:
         fmt: str,
         mask: str,
         overlay: bool,
-        options: InferenceOptions,
+        options: InferenceConfig,
     ) -> Response:
         colors, names = seg.colors, seg.class_names
         over = overlay_with_legend(image, labels, colors, names) if overlay else None
@@ -244,7 +233,7 @@ class _Service:
                 "encoding": "png_base64",
                 "data": base64.b64encode(_png(over)).decode("ascii"),
             }
-        body["inference"] = dataclasses.asdict(options)
+        body["inference"] = _summary(self._variant(options).config)
         return Response(
             json.dumps(body, separators=(",", ":")).encode(), media_type="application/json"
         )
@@ -264,7 +253,7 @@ class _Service:
                         {"index": i, "name": n, "color": list(c)}
                         for i, (n, c) in enumerate(zip(meta.class_names, meta.colors, strict=True))
                     ],
-                    "defaults": dataclasses.asdict(self.defaults(seg)),
+                    "defaults": _summary(seg.config),
                 }
             ],
             "limits": {

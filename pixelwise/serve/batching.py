@@ -1,6 +1,7 @@
 """Micro-batching: concurrent requests share forward passes, in one worker thread off the event loop.
 
-Requests are queued with their inference options (:class:`InferenceOptions`). One worker thread takes
+Requests are queued with their inference options (any hashable value; the server gives each its
+:class:`~pixelwise.engine.inference.InferenceConfig`). One worker thread takes
 the oldest request, waits up to ``wait_s`` for more requests **with the same options** (at most
 ``max_batch`` in all), groups them by image size, and predicts each group in one call of the
 ``predict`` function it was given (``Segmenter.segment_batch`` in the server: same-size images go
@@ -16,33 +17,18 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["InferenceOptions", "MicroBatcher", "QueueFull", "Stopped"]
+__all__ = ["MicroBatcher", "QueueFull", "Stopped"]
 
 log = logging.getLogger(__name__)
 
 # Weight of the newest batch in the moving average of batch time (for Retry-After).
 _EWMA = 0.2
-
-
-@dataclass(frozen=True)
-class InferenceOptions:
-    """How one request is predicted; only requests with equal options share a batch.
-
-    Args:
-        crf: refine with the dense CRF.
-        tta: test-time augmentation.
-        tile: ``auto``, ``whole`` or ``slide``.
-    """
-
-    crf: bool
-    tta: bool
-    tile: str
 
 
 class QueueFull(Exception):
@@ -64,12 +50,12 @@ class Stopped(Exception):
 @dataclass(eq=False)
 class _Job:
     image: np.ndarray
-    options: InferenceOptions
+    options: Hashable
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future = field(repr=False)
 
 
-Predict = Callable[[Sequence[np.ndarray], InferenceOptions], Sequence[Any]]
+Predict = Callable[[Sequence[np.ndarray], Any], Sequence[Any]]
 
 
 def _resolve(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
@@ -151,7 +137,7 @@ class MicroBatcher:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    async def submit(self, image: np.ndarray, options: InferenceOptions) -> Any:
+    async def submit(self, image: np.ndarray, options: Hashable) -> Any:
         """Queue one image and wait for its result.
 
         Raises:

@@ -14,8 +14,10 @@ from typing import Annotated
 
 import typer
 
-from .._options import AmpOption, DeviceOption
+from .._options import DeviceOption, inference_options
+from ..engine.inference import InferenceConfig
 from ..errors import PixelwiseError
+from ..pretrained import DEFAULT_MODEL
 from .settings import ServeSettings
 
 __all__ = ["serve_command"]
@@ -50,11 +52,14 @@ def _require_extra() -> None:
         )
 
 
+@inference_options
 def serve_command(
     model: Annotated[
         str,
-        typer.Option(help="Bundled model name, checkpoint (.ckpt) or exported model (.onnx)."),
-    ] = "camvid",
+        typer.Option(
+            help="Bundled model name, checkpoint (.ckpt), bundle (.json) or exported model (.onnx)."
+        ),
+    ] = DEFAULT_MODEL,
     host: Annotated[
         str, typer.Option(help="Address to bind; set a token before binding beyond loopback.")
     ] = "127.0.0.1",
@@ -70,22 +75,7 @@ def serve_command(
         ),
     ] = None,
     device: DeviceOption = "auto",
-    amp: AmpOption = "model",
-    crf: Annotated[
-        bool | None,
-        typer.Option(
-            "--crf/--no-crf",
-            help="Default dense CRF refinement (a request's crf= overrides it); "
-            "by default on for deeplabv1 only.",
-            show_default=False,
-        ),
-    ] = None,
-    tta: Annotated[
-        bool, typer.Option("--tta/--no-tta", help="Default test-time augmentation (tta=).")
-    ] = False,
-    tile: Annotated[
-        str, typer.Option(help="Default tiling (tile=): auto, whole or slide.")
-    ] = "auto",
+    inference: InferenceConfig | None = None,
     max_batch: Annotated[
         int | None,
         typer.Option(
@@ -138,18 +128,9 @@ def serve_command(
     import uvicorn
 
     from ..engine import Segmenter
-    from ..engine.tiling import TileConfig
-    from ..engine.tta import TTAConfig
     from .app import create_app
 
-    seg = Segmenter.from_checkpoint(
-        model,
-        device=device,
-        amp=amp,
-        crf=crf,
-        tta=TTAConfig() if tta else None,
-        tiling=TileConfig(mode=tile),
-    )
+    seg = Segmenter.from_checkpoint(model, device=device, config=inference)
     if settings.token is None and not _is_loopback(host):
         log.warning(
             "serving on %s without a token: anyone who can reach port %d can use the model "
