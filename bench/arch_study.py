@@ -32,12 +32,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-_BENCH = str(Path(__file__).resolve().parent)
-if _BENCH not in sys.path:  # imported by path (the tests) rather than run as a script
-    sys.path.insert(0, _BENCH)
-
-from study import ROOT, Column, Dataset, Results, Study, Variant, iou_bars, run_config  # noqa: E402
-from study import main as run_study  # noqa: E402
+from study import ROOT, Column, Dataset, Results, Study, Variant, iou_bars, run_config
+from study import main as run_study
 
 __all__ = ["ARCHS", "COST_SIZE", "STUDIES", "STUDY", "complexity", "main"]
 

@@ -15,27 +15,17 @@ defaults for the 2048×2048 row. Prints a markdown table for BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from crf_vs_pydensecrf import unary_logits  # noqa: I001  (bench/ is the script's folder)
 from PIL import Image
+from timing import median_seconds
 
 from pixelwise.crf import CRFParams, DenseCRF
-
-
-def _median_time(fn, repeats: int) -> tuple[float, object]:  # noqa: ANN001
-    out = fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts), out
 
 
 def main() -> None:
@@ -83,11 +73,13 @@ def main() -> None:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
-        t_gpu, gpu = _median_time(on_gpu, args.repeats)
+        gpu = on_gpu()  # the warm-up call of the timing below; its result is the one compared
+        t_gpu = median_seconds(on_gpu, args.repeats, warmup=0)
         if cuda:
             peak = (torch.cuda.max_memory_allocated() - base) / 2**20
         crf = DenseCRF(p)
-        t_cpu, cpu = _median_time(lambda: crf(image, logits=logits), max(1, args.repeats // 2))  # noqa: B023
+        cpu = crf(image, logits=logits)
+        t_cpu = median_seconds(partial(crf, image, logits=logits), max(1, args.repeats // 2), 0)
         agree = float((gpu.labels.cpu().numpy() == cpu.labels).mean())
         diff = float(np.abs(gpu.probs.cpu().numpy() - cpu.probs).max())
         print(f"| {size[0]}×{size[1]} | {c} | {p.iterations} | {label} | {1e3 * t_gpu:.1f} | "

@@ -26,14 +26,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timing import interleaved_medians, timed
 
 from pixelwise.crf import CRFParams, DenseCRF
 
@@ -103,19 +104,17 @@ def main() -> None:
                 bilateral_weight=10,
             )
             crf = DenseCRF(p)
-            t = time.perf_counter()
-            crf(image, logits=logits)  # warm-up: loads (or compiles) the numba kernels
-            first_call = first_call or time.perf_counter() - t
+            first: list[float] = []
+            with timed(first):
+                out = crf(image, logits=logits)  # warm-up: loads (or compiles) the numba kernels
+            first_call = first_call or first[0]
             ref = run_pydensecrf(image, unary, p)
-            t_ref, t_ours = [], []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                ref = run_pydensecrf(image, unary, p)
-                t_ref.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                out = crf(image, logits=logits)
-                t_ours.append(time.perf_counter() - t)
-            a, b = statistics.median(t_ref), statistics.median(t_ours)
+            a, b = interleaved_medians(
+                partial(run_pydensecrf, image, unary, p),
+                partial(crf, image, logits=logits),
+                repeats=args.repeats,
+                warmup=0,
+            )
             agree = float((out.labels == ref.argmax(0)).mean())
             diff = float(np.abs(out.probs - ref).max())
             print(f"| {c} | {it} | {1e3 * a:.0f} | {1e3 * b:.0f} | {b / a:.2f} | "

@@ -23,23 +23,19 @@ Markdown on stdout: median and mean milliseconds and images per second of each p
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from timing import median_seconds, run_line, timed
+
+import pixelwise
+from pixelwise.data.io import read_image, write_png
+from pixelwise.engine.visualize import mask_image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from timing import median_seconds  # noqa: E402
-
-import pixelwise  # noqa: E402
-from pixelwise.data.io import read_image, write_png  # noqa: E402
-from pixelwise.engine.visualize import mask_image  # noqa: E402
 
 CAMVID_TEST = REPO.parent / "shared/data/camvid/test"
 
@@ -68,22 +64,17 @@ def main() -> None:
     times: dict[str, list[float]] = {"decode": [], "model path": [], "write": []}
     with tempfile.TemporaryDirectory() as tmp:
         for i, p in enumerate(paths):
-            t0 = time.perf_counter()
-            image = read_image(p)
-            t1 = time.perf_counter()
-            labels = seg.segment(image).labels
-            t2 = time.perf_counter()
-            write_png(Path(tmp) / f"{i}.png", mask_image(labels, colors))
-            t3 = time.perf_counter()
-            times["decode"].append(t1 - t0)
-            times["model path"].append(t2 - t1)
-            times["write"].append(t3 - t2)
+            with timed(times["decode"]):
+                image = read_image(p)
+            with timed(times["model path"]):
+                labels = seg.segment(image).labels
+            with timed(times["write"]):
+                write_png(Path(tmp) / f"{i}.png", mask_image(labels, colors))
     print("# Default model speed\n")
     print(f"    python bench/{Path(__file__).name} " + " ".join(sys.argv[1:]) + "\n")
     print(
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, "
-        f"{torch.get_num_threads()} CPU threads; torch {torch.__version__}; model `{args.model}` "
-        f"({seg.meta.arch}), amp {args.amp} (runs as {seg.amp}); {len(paths)} CamVid test frames at {image.shape[0]}×{image.shape[1]}, "
+        f"{run_line()} Model `{args.model}` ({seg.meta.arch}), amp {args.amp} (runs as "
+        f"{seg.amp}); {len(paths)} CamVid test frames at {image.shape[0]}×{image.shape[1]}, "
         f"batch 1, after {args.warmup} warm-up images.\n"
     )
     print("| part | median ms | mean ms | images/s (from the median) |")
@@ -98,16 +89,12 @@ def main() -> None:
     with torch.inference_mode():
         for p in paths:
             image = read_image(p)
-            t0 = time.perf_counter()
-            x = seg.preprocess(image)[None]
-            t1 = time.perf_counter()
-            logits = seg.logits(x)
-            t2 = time.perf_counter()
-            seg.labels(logits)[0].to(torch.uint8).cpu().numpy()
-            t3 = time.perf_counter()
-            stages["normalise"].append(t1 - t0)
-            stages["forward"].append(t2 - t1)
-            stages["decision"].append(t3 - t2)
+            with timed(stages["normalise"]):
+                x = seg.preprocess(image)[None]
+            with timed(stages["forward"]):
+                logits = seg.logits(x)
+            with timed(stages["decision"]):
+                seg.labels(logits)[0].to(torch.uint8).cpu().numpy()
     print("\nThe model path by stage (same frames, batch 1):\n")
     print("| stage | median ms | mean ms |")
     print("| --- | ---: | ---: |")

@@ -35,20 +35,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from pixelwise._atomic import write_text_atomic  # noqa: E402
-from pixelwise.data.dataset import SegmentationDataset  # noqa: E402
-from pixelwise.data.spec import load_dataset_spec  # noqa: E402
-from pixelwise.data.transforms import build_train_transform  # noqa: E402
-from pixelwise.encoders.weights import (  # noqa: E402
+from pixelwise._atomic import write_text_atomic
+from pixelwise.data.dataset import SegmentationDataset
+from pixelwise.data.spec import load_dataset_spec
+from pixelwise.data.transforms import build_train_transform
+from pixelwise.encoders.weights import (
     efficientnet_lite_to_timm,
     imagenet_weights_path,
     read_state_dict,
 )
-from pixelwise.engine.evaluate import confusion_over, eval_loader  # noqa: E402
+from pixelwise.engine.evaluate import confusion_over, eval_loader
 
+REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "configs/data/camvid.yaml"
 MEAN = STD = (0.5, 0.5, 0.5)  # EfficientNet-Lite's ImageNet weights expect [-1, 1]
 

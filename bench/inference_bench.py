@@ -23,7 +23,6 @@ and the time.
 from __future__ import annotations
 
 import argparse
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,10 +30,12 @@ import time
 from pathlib import Path
 
 import torch
-from timing import median_seconds
+from timing import median_seconds, report_head
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 11
+# the architectures with a CamVid recipe, configs/camvid_<arch>.yaml
+RECIPES = sorted(p.stem.removeprefix("camvid_") for p in (ROOT / "configs").glob("camvid_*.yaml"))
 
 _MEMORY_CHILD = r"""
 import sys, time
@@ -145,7 +146,7 @@ def _onnx(archs: list[str], repeats: int) -> list[str]:
             export_onnx(model, meta, path, sample_size=(256, 320))
             export_s = time.perf_counter() - t
             onnx_model, _ = load_onnx(path, device="cpu")
-            diffs = compare_onnx(model, onnx_model, in_channels=3, sizes=((360, 480), (97, 131)))
+            diffs = compare_onnx(model, onnx_model, meta, sizes=((360, 480), (97, 131)))
             x = torch.randn(1, 3, 360, 480)
             with torch.no_grad():
                 scale = float(model(x).abs().max())
@@ -177,31 +178,18 @@ def _onnx(archs: list[str], repeats: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", nargs="+", default=["onnx", "memory"], choices=["onnx", "memory"])
-    recipes = sorted(
-        p.stem.removeprefix("camvid_") for p in (ROOT / "configs").glob("camvid_*.yaml")
-    )
-    ap.add_argument("--archs", nargs="+", default=recipes, choices=recipes)
+    ap.add_argument("--archs", nargs="+", default=RECIPES, choices=RECIPES)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--memory-sizes", type=int, nargs="+", default=[2048, 4096, 8192])
     ap.add_argument("--classes", type=int, default=12)
     args = ap.parse_args(argv)
-    import pixelwise
-
-    lines = [
-        "# Inference engine",
-        "",
-        "    python bench/inference_bench.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "",
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, "
-        f"{torch.get_num_threads()} CPU threads; torch {torch.__version__}, "
-        f"pixelwise {pixelwise.__version__}.",
-        "",
-    ]
+    versions = []
     if "onnx" in args.parts:
         import onnxruntime
 
-        lines[-2] = lines[-2][:-1] + f", onnxruntime {onnxruntime.__version__}."
+        versions.append(f"onnxruntime {onnxruntime.__version__}")
+    lines = report_head("Inference engine", __file__, argv, *versions)
+    if "onnx" in args.parts:
         lines += [""] + _onnx(args.archs, args.repeats)
     if "memory" in args.parts:
         lines += _memory(args.memory_sizes, args.classes)

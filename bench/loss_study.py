@@ -30,14 +30,9 @@ defines the datasets and the losses.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-_BENCH = str(Path(__file__).resolve().parent)
-if _BENCH not in sys.path:  # imported by path (the tests) rather than run as a script
-    sys.path.insert(0, _BENCH)
-
-from study import ROOT, Dataset, Study, Variant  # noqa: E402
-from study import main as run_study  # noqa: E402
+from study import ROOT, Dataset, Study, Variant
+from study import main as run_study
 
 __all__ = ["LOSSES", "STUDIES", "STUDY", "main"]
 

@@ -48,7 +48,6 @@ import argparse
 import inspect
 import logging
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -58,6 +57,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timing import interleaved_medians
 from torch import nn
 
 __all__ = ["PAIRS", "Pair", "main"]
@@ -228,26 +228,6 @@ def _train_step(
     return out
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def interleaved(
-    a: Callable[[], Any], b: Callable[[], Any], *, warmup: int, repeats: int
-) -> tuple[float, float]:
-    """Median seconds of ``a`` and of ``b``, timed alternately (a, b, a, b, ...) after warm-up."""
-    for _ in range(warmup):
-        a()
-        b()
-    ta, tb = [], []
-    for _ in range(repeats):
-        ta.append(_timed(a))
-        tb.append(_timed(b))
-    return statistics.median(ta), statistics.median(tb)
-
-
 def _time_pair(
     pair: Pair,
     args: argparse.Namespace,
@@ -290,14 +270,14 @@ def _time_format(
             out = _forward(model, xf, dtype)
             if out.shape != (xf.shape[0], NUM_CLASSES, *xf.shape[-2:]):
                 raise RuntimeError(f"{pair.label}: output of shape {tuple(out.shape)}")
-        fwd = interleaved(
+        fwd = interleaved_medians(
             partial(_forward, ours, xf, dtype),
             partial(_forward, theirs, xf, dtype),
             warmup=args.warmup,
             repeats=args.repeats,
         )
         ours.train(), theirs.train()
-        step = interleaved(
+        step = interleaved_medians(
             partial(_train_step, ours, opt_ours, xt, yt, dtype),
             partial(_train_step, theirs, opt_theirs, xt, yt, dtype),
             warmup=args.warmup,

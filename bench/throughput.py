@@ -24,23 +24,15 @@ Times are medians of ``--repeats`` calls after ``--warmup`` calls.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from inference_bench import RECIPES, recipe_model
+from timing import interleaved_medians, median_seconds, report_head
 from torch import nn
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "bench") not in sys.path:  # imported by path rather than run as a script
-    sys.path.insert(0, str(ROOT / "bench"))
-
-from inference_bench import recipe_model  # noqa: E402
-from timing import median_seconds  # noqa: E402
 
 NUM_CLASSES = 11
 SIZE = (360, 480)
@@ -212,18 +204,10 @@ def _peers(warmup: int, repeats: int) -> list[str]:
         _, f_theirs = measure(theirs, 3, (352, 480))
         cells = []
         for dtype in (None, torch.bfloat16):
-            a, b = _eager(ours, x, dtype), _eager(theirs, x, dtype)
-            for _ in range(warmup):
-                a(), b()
-            ta, tb = [], []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                a()
-                ta.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                b()
-                tb.append(time.perf_counter() - t)
-            ips_a, ips_b = 1 / statistics.median(ta), 1 / statistics.median(tb)
+            ta, tb = interleaved_medians(
+                _eager(ours, x, dtype), _eager(theirs, x, dtype), repeats=repeats, warmup=warmup
+            )
+            ips_a, ips_b = 1 / ta, 1 / tb
             cells += [f"{ips_a:.1f}", f"{ips_b:.1f}", f"**{ips_a / ips_b:.2f}**"]
         rows.append(f"| {label} | {f_ours / f_theirs:.2f} | " + " | ".join(cells) + " |")
         print(f"  {label}: done", file=sys.stderr)
@@ -242,28 +226,14 @@ def _peers(warmup: int, repeats: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    recipes = sorted(
-        p.stem.removeprefix("camvid_") for p in (ROOT / "configs").glob("camvid_*.yaml")
-    )
     ap.add_argument(
         "--parts", nargs="+", default=["recipes", "peers"], choices=["recipes", "peers"]
     )
-    ap.add_argument("--archs", nargs="+", default=recipes, choices=recipes)
+    ap.add_argument("--archs", nargs="+", default=RECIPES, choices=RECIPES)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
-    import pixelwise
-
-    lines = [
-        "# Throughput",
-        "",
-        "    python bench/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "",
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, "
-        f"{torch.get_num_threads()} CPU threads; torch {torch.__version__}, "
-        f"pixelwise {pixelwise.__version__}.",
-        "",
-    ]
+    lines = report_head("Throughput", __file__, argv)
     if "recipes" in args.parts:
         lines += _recipes(args.archs, args.warmup, args.repeats)
     if "peers" in args.parts:

@@ -20,7 +20,10 @@ ARCHS = ["fcn32s", "unet", "deeplabv3plus"]
 
 
 @pytest.mark.slow
-def test_arch_study_tiny_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_arch_study_tiny_budget(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.syspath_prepend(ROOT / "bench")  # as when run as python bench/arch_study.py
     study = load_bench_module("arch_study")
     assert set(study.ARCHS) == {
         p.stem.removeprefix("camvid_") for p in (ROOT / "configs").glob("camvid_*.yaml")

@@ -12,8 +12,9 @@ import yaml
 from PIL import Image
 
 from pixelwise.cli import main
-from pixelwise.data import load_dataset_spec
+from pixelwise.data import convert_dataset, load_dataset_spec
 from pixelwise.data.inspect import inspect_dataset, report_text
+from pixelwise.errors import PixelwiseError
 
 H, W = 8, 10
 
@@ -222,6 +223,28 @@ def test_convert_colour_to_index_and_back(
         )
     code, out, _ = _cli(capsys, "data", "validate", str(tmp_path / "rgb/dataset.yaml"))
     assert code == 0, out
+
+
+def test_convert_to_palette_and_its_colour_refusals(tmp_path: Path) -> None:
+    cfg, labels = _rgb_dataset(tmp_path / "src")
+    spec = load_dataset_spec(cfg)
+    plan = convert_dataset(spec, tmp_path / "pal", to="palette", workers=1)
+    assert plan.written and not plan.problems
+    with Image.open(tmp_path / "pal/masks/0.png") as im:
+        assert im.mode == "P" and im.getpalette()[:9] == [0, 0, 0, 128, 64, 128, 220, 20, 60]
+        np.testing.assert_array_equal(np.asarray(im), labels[0])
+    written = yaml.safe_load((tmp_path / "pal/dataset.yaml").read_text())
+    assert written["mask"] == {"encoding": "index", "ignore_index": 255}
+    # unlabelled pixels written in a class's colour would read back as that class
+    with pytest.raises(PixelwiseError, match=r"^--ignore-color \(0, 0, 0\): is the colour of a"):
+        convert_dataset(spec, tmp_path / "x", to="rgb", ignore_color=(0, 0, 0))
+    # ... and so would one of two classes sharing a colour
+    same = spec.model_copy(update={"classes": [*spec.classes[:2], spec.classes[1]]})
+    with pytest.raises(PixelwiseError, match="^--to rgb: mask encoding 'rgb' cannot write class"):
+        convert_dataset(same, tmp_path / "x", to="rgb", ignore_color=(1, 2, 3))
+    with pytest.raises(PixelwiseError, match="^--to 'jpeg': expected index, palette or rgb$"):
+        convert_dataset(spec, tmp_path / "x", to="jpeg")  # type: ignore[arg-type]
+    assert not (tmp_path / "x").exists()
 
 
 def test_convert_map_dry_run_and_refusals(

@@ -179,8 +179,25 @@ def test_mismatched_weights_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(PixelwiseError, match="does not match encoder 'tf_efficientnet_lite0'"):
         create_encoder("tf_efficientnet_lite0", weights=str(tmp_path / "w.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(PixelwiseError, match="not a readable weights file"):
+    with pytest.raises(PixelwiseError, match="not a readable weights file") as info:
         read_state_dict(tmp_path / "junk.pth")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("message", "why"),
+    [("\n  first problem\nsecond line\n", "first problem"), ("", "RuntimeError")],
+)
+def test_timm_build_error_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, message: str, why: str
+) -> None:
+    def fail(*args: object, **kwargs: object) -> nn.Module:
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(timm, "create_model", fail)
+    with pytest.raises(PixelwiseError) as info:
+        TimmEncoder(TINY, output_stride=8)
+    assert str(info.value) == f"encoder {TINY!r} cannot be built with output_stride=8 ({why})"
 
 
 def test_imagenet_from_torchvision_files_in_the_hub_cache(

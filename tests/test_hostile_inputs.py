@@ -22,14 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pixelwise.cli import _printable, main
+from pixelwise.cli import main
 from pixelwise.data import SegmentationDataset, build_eval_transform, build_train_transform
 from pixelwise.data.dataset import load_pair
 from pixelwise.data.io import read_image, read_mask, to_uint8
 from pixelwise.data.spec import load_dataset_spec, resolve_split
 from pixelwise.engine import predict as predict_mod
 from pixelwise.engine.checkpoint import ModelMeta, save_checkpoint
-from pixelwise.errors import PixelwiseError
+from pixelwise.errors import PixelwiseError, printable
 from pixelwise.registry import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -247,7 +247,7 @@ def _refused_and_nothing_written(code: int, out: Path, stdout: str, err: str) ->
     assert code == 1, (out, stdout, err)
     assert "Traceback" not in stdout + err
     *problems, last = [ln for ln in err.splitlines() if ln.strip()]
-    assert last == _printable(f"nothing written to {out}"), err
+    assert last == printable(f"nothing written to {out}"), err
     assert problems and all(ln.startswith("problem: ") for ln in problems), err
     assert not out.exists()
     return problems
@@ -307,7 +307,7 @@ def test_data_convert_hostile_images(
     bad = [c for c in files if not c.valid]
     assert len(problems) == len(bad), problems
     for c in bad:
-        path = _printable(str(root / "all" / "images" / c.name))
+        path = printable(str(root / "all" / "images" / c.name))
         (line,) = [ln for ln in problems if path + ":" in ln]
         assert len(line) > len(f"problem: {path}: "), line  # a reason follows the name
 
@@ -347,7 +347,7 @@ def test_predict_processes_the_good_and_names_the_bad(
     bad = [c for c in corpus if not c.valid and c.path.is_file()]
     assert len(lines) == len(bad) + 2  # + the two looping links
     for c in bad:
-        assert sum(_printable(str(c.path)) in ln for ln in lines) == 1, c.name
+        assert sum(printable(str(c.path)) in ln for ln in lines) == 1, c.name
     assert sum("symbolic link loop" in ln for ln in lines) == 2
     good = [c for c in corpus if c.valid]
     assert f"wrote {len(good)} mask(s)" in stdout
@@ -428,14 +428,14 @@ def test_demo_segments_the_good_and_names_the_bad(
     lines = _one_line_errors(err, "skipped: ")
     assert len(lines) == len(bad) + 1, lines
     for c in bad:
-        (line,) = [ln for ln in lines if _printable(str(c.path)) + ":" in ln]
-        assert len(line) > len(_printable(f"skipped: {c.path}: ")), line  # and a reason
+        (line,) = [ln for ln in lines if printable(str(c.path)) + ":" in ln]
+        assert len(line) > len(printable(f"skipped: {c.path}: ")), line  # and a reason
     assert any("loop_a.png: symbolic link loop" in ln for ln in lines), lines
     assert "folder holds no images" in next(ln for ln in lines if "folder_named.png" in ln)
     assert f"wrote {len(good)} mask(s) and overlay(s), contact_sheet.png" in stdout
     for c in good:
         stem = Path(c.name).stem
-        assert any(ln.startswith(_printable(f"{c.name} (32×24): ")) for ln in stdout.splitlines())
+        assert any(ln.startswith(printable(f"{c.name} (32×24): ")) for ln in stdout.splitlines())
         with Image.open(out / f"{stem}.png") as im:
             assert (im.height, im.width) == c.size
         assert (out / f"{stem}_overlay.png").is_file()

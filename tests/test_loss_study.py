@@ -15,7 +15,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow
-def test_loss_study_tiny_budget(tmp_path: Path) -> None:
+def test_loss_study_tiny_budget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.syspath_prepend(ROOT / "bench")  # as when run as python bench/loss_study.py
     study = load_bench_module("loss_study")
     data = study_dataset(tmp_path / "data")
     out, report, png = tmp_path / "runs", tmp_path / "study.md", tmp_path / "study.png"

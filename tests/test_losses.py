@@ -49,11 +49,23 @@ WEIGHTS = torch.tensor([0.5, 2.0, 1.0, 3.0])
         {"weight": WEIGHTS, "ignore_index": 255},
         {"label_smoothing": 0.1},
         {"label_smoothing": 0.25, "ignore_index": 255},
+        {"weight": WEIGHTS, "label_smoothing": 0.1},
+        {"weight": WEIGHTS, "label_smoothing": 0.3, "ignore_index": 255},
     ],
-    ids=["plain", "ignore", "weights", "weights+ignore", "smoothing", "smoothing+ignore"],
+    ids=[
+        "plain",
+        "ignore",
+        "weights",
+        "weights+ignore",
+        "smoothing",
+        "smoothing+ignore",
+        "weights+smoothing",
+        "weights+smoothing+ignore",
+    ],
 )
-def test_matches_torch_cross_entropy(kw: dict) -> None:
-    logits, target = _batch(ignore_frac=0.2 if "ignore_index" in kw else 0.0)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_torch_cross_entropy(kw: dict, seed: int) -> None:
+    logits, target = _batch(seed, ignore_frac=0.2 if "ignore_index" in kw else 0.0)
     ours = cross_entropy(logits, target, **{"ignore_index": 255, **kw})
     ref = F.cross_entropy(logits, target, **{"ignore_index": 255, **kw})
     torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
@@ -89,6 +101,23 @@ def test_hand_computed_2x2() -> None:
     ]
     got = cross_entropy(logits, target, label_smoothing=eps)
     assert got.item() == pytest.approx(sum(smooth) / 3, rel=1e-6)
+    # weights (1, 3) and smoothing: the target term carries w(y_i), the uniform term eps/K * w(c) for
+    # each class c; divided by the sum of the true classes' weights (PyTorch's definition)
+    # (-log p(0), -log p(1)) per pixel: (log 2, log 2), (log 4/3, log 4), (log 4/3, log 4)
+    nlls = [
+        (math.log(2), math.log(2)),
+        (math.log(4 / 3), math.log(4)),
+        (math.log(4 / 3), math.log(4)),
+    ]
+    spread = [eps / 2 * (1 * a + 3 * b) for a, b in nlls]
+    hand = [(1 - eps) * nlls[0][0], (1 - eps) * nlls[1][0], (1 - eps) * 3 * nlls[2][1]]
+    expected = (sum(hand) + sum(spread)) / (1 + 1 + 3)
+    got = cross_entropy(logits, target, weight=torch.tensor([1.0, 3.0]), label_smoothing=eps)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    ref = F.cross_entropy(
+        logits, target, weight=torch.tensor([1.0, 3.0]), label_smoothing=eps, ignore_index=255
+    )
+    assert ref.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_uniform_and_scaled_weights_change_nothing() -> None:
@@ -134,11 +163,14 @@ def test_all_pixels_ignored_gives_zero_with_gradient(kw: dict) -> None:
     assert (logits.grad == 0).all()
 
 
-def test_gradient_matches_torch() -> None:
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_gradient_matches_torch(smoothing: float) -> None:
     logits, target = _batch()
-    _, ours = _loss_and_grad(logits, target, weight=WEIGHTS)
+    _, ours = _loss_and_grad(logits, target, weight=WEIGHTS, label_smoothing=smoothing)
     x = logits.clone().requires_grad_(True)
-    F.cross_entropy(x, target, weight=WEIGHTS, ignore_index=255).backward()
+    F.cross_entropy(
+        x, target, weight=WEIGHTS, ignore_index=255, label_smoothing=smoothing
+    ).backward()
     torch.testing.assert_close(ours, x.grad)
 
 
@@ -296,6 +328,14 @@ def test_binary_cross_entropy_hand_computed_2x2() -> None:
     ref = F.binary_cross_entropy_with_logits(z[:, 0][valid], y)
     got = binary_cross_entropy(z, t, label_smoothing=eps).item()
     assert got == pytest.approx(ref.item(), rel=1e-12)
+    # weights (background 2, foreground 1) and smoothing: the positive term of the smoothed target
+    # carries w_foreground, the negative term w_background (torch's pos_weight = 1/2 with weight 2),
+    # divided by the sum of the true classes' weights 1 + 1 + 2
+    total = F.binary_cross_entropy_with_logits(
+        z[:, 0][valid], y, weight=torch.tensor(2.0), pos_weight=torch.tensor(0.5), reduction="sum"
+    )
+    got = binary_cross_entropy(z, t, weight=[2.0, 1.0], label_smoothing=eps).item()
+    assert got == pytest.approx(total.item() / 4, rel=1e-12)
     # binary Dice of the foreground: TP = 1/2 + 3/4, Σσ = 1/2 + 3/4 + 3/4, Σg = 2
     got = dice_loss(z, t, smooth=0.0, include_background=False).item()
     assert got == pytest.approx(1 - (2 * 5 / 4) / (2 + 2), rel=1e-12)

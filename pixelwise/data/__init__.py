@@ -1,8 +1,9 @@
-"""Datasets: definitions (YAML or inferred), format readers, mask decoding, transforms, checks, and\nthe tools behind ``pixelwise data`` (inspect, convert, split)."""
+"""Datasets: definitions (YAML or inferred), format readers, mask encodings, transforms, checks, and\nthe tools behind ``pixelwise data`` (inspect, convert, split)."""
 
 from .classes import IGNORE_INDEX, ClassInfo
 from .convert import convert_dataset
 from .dataset import SameSizeBatchSampler, SegmentationDataset, load_pair
+from .encodings import MaskEncoding, get_encoding, list_encodings, register_encoding
 from .formats import DatasetFormat, get_format, list_formats, register_format
 from .inspect import inspect_dataset
 from .io import read_image, read_mask, write_png
@@ -12,6 +13,7 @@ from .spec import (
     Sample,
     SplitSpec,
     decode_mask,
+    encode_mask,
     infer_spec,
     load_dataset_spec,
     resolve_split,
@@ -24,10 +26,14 @@ __all__ = [
     "IGNORE_INDEX",
     "ClassInfo",
     "DatasetFormat",
+    "MaskEncoding",
     "convert_dataset",
+    "get_encoding",
     "get_format",
     "inspect_dataset",
+    "list_encodings",
     "list_formats",
+    "register_encoding",
     "register_format",
     "split_dataset",
     "DatasetSpec",
@@ -43,6 +49,7 @@ __all__ = [
     "check_split",
     "decode_mask",
     "default_normalization",
+    "encode_mask",
     "infer_spec",
     "load_dataset_spec",
     "load_pair",

@@ -36,14 +36,21 @@ from PIL import Image
 
 from .._atomic import atomic_path, write_bytes_atomic, write_text_atomic
 from ..errors import PixelwiseError
-from .classes import IGNORE_INDEX, palette_bytes
+from .classes import IGNORE_INDEX, ClassInfo, palette_bytes
 from .formats import get_format, read_sample_image, read_sample_mask
-from .spec import DatasetSpec, Sample, decode_mask, resolve_split
+from .spec import DatasetSpec, MaskSpec, Sample, decode_mask, resolve_split
 from .validate import _image_size
 
 __all__ = ["ConvertPlan", "parse_value_map", "convert_dataset"]
 
 MaskFormat = Literal["index", "palette", "rgb"]
+
+# --to → the mask encoding written, and whether its PNGs carry the class colours as their palette
+_OUTPUTS: dict[str, tuple[str, bool]] = {
+    "index": ("index", False),
+    "palette": ("index", True),
+    "rgb": ("rgb", False),
+}
 
 
 def parse_value_map(items: Sequence[str]) -> dict[int, int]:
@@ -154,22 +161,38 @@ def _remap(raw: np.ndarray, table: dict[int, int], counts: Counter[str]) -> np.n
     return out
 
 
-def _mask_image(
-    labels: np.ndarray,
-    to: str,
-    colors: list[tuple[int, int, int]],
-    ignore_color: tuple[int, int, int],
-) -> Image.Image:
-    if to == "index":
-        return Image.fromarray(labels, mode="L")
-    if to == "palette":
-        im = Image.fromarray(labels, mode="P")
-        im.putpalette(palette_bytes(colors))
+def _target(spec: DatasetSpec, to: str, ignore_color: tuple[int, int, int]) -> DatasetSpec:
+    """The converted dataset's definition: the same classes, coloured, in the ``--to`` encoding
+    (unlabelled: ``IGNORE_INDEX`` where values are written, ``ignore_color`` where colours are).
+
+    Raises:
+        PixelwiseError: an unknown ``to``; a target that cannot write every class and unlabelled
+            pixels so that they read back (``ignore_color`` a class's colour, two classes of one colour).
+    """
+    if to not in _OUTPUTS:
+        *others, last = _OUTPUTS
+        raise PixelwiseError(f"--to {to!r}: expected {', '.join(others)} or {last}")
+    classes = [ClassInfo(name=c.name, color=spec.colors[i]) for i, c in enumerate(spec.classes)]
+    mask = MaskSpec(encoding=_OUTPUTS[to][0], ignore_index=IGNORE_INDEX, ignore_color=ignore_color)
+    target = spec.model_copy(update={"classes": classes, "mask": mask})
+    if "ignore_color" in mask.codec.fields and tuple(ignore_color) in spec.colors:
+        raise PixelwiseError(
+            f"--ignore-color {ignore_color}: is the colour of a class; pick another for unlabelled"
+        )
+    try:  # every mask is then written without reading it back
+        mask.codec.check_writable(target)
+    except PixelwiseError as exc:
+        raise PixelwiseError(f"--to {to}: {exc}") from None
+    return target
+
+
+def _mask_image(labels: np.ndarray, target: DatasetSpec, palette: bool) -> Image.Image:
+    raw = target.mask.codec.encode(labels, target, verify=False)  # checked by check_writable
+    if palette:
+        im = Image.fromarray(raw, mode="P")
+        im.putpalette(palette_bytes(target.colors))
         return im
-    lut = np.zeros((256, 3), np.uint8)
-    lut[: len(colors)] = colors
-    lut[IGNORE_INDEX] = ignore_color
-    return Image.fromarray(lut[labels], mode="RGB")
+    return Image.fromarray(raw, mode="RGB" if raw.ndim == 3 else "L")
 
 
 def _write_image(sample: Sample, spec: DatasetSpec, dest_base: Path) -> str:
@@ -184,6 +207,83 @@ def _write_image(sample: Sample, spec: DatasetSpec, dest_base: Path) -> str:
     with atomic_path(dest) as tmp:
         Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(tmp, format="PNG")
     return dest.name
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every sample of one conversion shares."""
+
+    spec: DatasetSpec
+    target: DatasetSpec  # from :func:`_target`
+    palette: bool  # masks as palette PNGs
+    table: dict[int, int]  # --map
+    staging: Path | None  # None: a dry run
+
+
+def _sample_key(s: Sample) -> tuple[str, str, int | None]:
+    return (str(s.image), str(s.mask), s.index)
+
+
+def _convert_one(
+    s: Sample, job: _Job, base: str
+) -> tuple[Counter[int], Counter[str], str | None, tuple[str, str] | None]:
+    """Check, decode and write one sample as ``base``: (class histogram, remapped pixels, the
+    problem or None, the written image and mask paths or None)."""
+    spec, staging = job.spec, job.staging
+    remapped: Counter[str] = Counter()
+    try:  # the image must be whole and readable: it is copied as it is
+        height, width = _image_size(s, spec, False)
+    except PixelwiseError as exc:
+        msg = str(exc)
+        return Counter(), remapped, msg if str(s.image) in msg else f"{s.image}: {msg}", None
+    try:
+        raw = _remap(read_sample_mask(s, spec), job.table, remapped)
+        labels, bad = decode_mask(raw, spec)
+    except PixelwiseError as exc:
+        msg = str(exc)
+        return Counter(), remapped, msg if str(s.mask) in msg else f"{s.where}: {msg}", None
+    if bad:
+        vals = ", ".join(f"{v} ({n} px)" for v, n in bad.items())
+        return (
+            Counter(),
+            remapped,
+            f"{s.where}: mask values outside the declared classes: {vals}",
+            None,
+        )
+    if labels.shape != (height, width):
+        return (
+            Counter(),
+            remapped,
+            f"{s.where}: mask size {labels.shape[1]}x{labels.shape[0]} != image size "
+            f"{width}x{height}",
+            None,
+        )
+    vals, counts = np.unique(labels, return_counts=True)
+    hist = Counter(dict(zip(vals.tolist(), counts.tolist(), strict=True)))
+    if staging is None:
+        return hist, remapped, None, None
+    try:
+        image_name = _write_image(s, spec, staging / "images" / base)
+    except (PixelwiseError, OSError) as exc:
+        return hist, remapped, f"{s.image}: {exc}", None
+    with atomic_path(staging / "masks" / f"{base}.png") as tmp:
+        _mask_image(labels, job.target, job.palette).save(tmp, format="PNG")
+    return hist, remapped, None, (f"images/{image_name}", f"masks/{base}.png")
+
+
+def _write_lists(
+    staging: Path,
+    members: dict[str, list[Sample]],
+    pairs: dict[tuple[str, str, int | None], tuple[str, str]],
+    target: DatasetSpec,
+) -> None:
+    """The ``<split>.txt`` list files and ``dataset.yaml`` of the converted dataset."""
+    for name, ss in members.items():
+        lines = [" ".join(pairs[_sample_key(s)]) for s in ss]
+        # names that are not UTF-8 keep their bytes (the list reader uses surrogateescape)
+        text = "\n".join(lines) + "\n"
+        write_bytes_atomic(staging / f"{name}.txt", text.encode("utf-8", "surrogateescape"))
+    write_text_atomic(staging / "dataset.yaml", _dataset_yaml(target, list(members)))
 
 
 def convert_dataset(
@@ -213,10 +313,10 @@ def convert_dataset(
         The plan, with counts and problems; ``written`` tells whether ``out`` was created.
 
     Raises:
-        PixelwiseError: ``out`` exists and is not empty, or holds the dataset; an unknown split.
+        PixelwiseError: ``out`` exists and is not empty, or holds the dataset; an unknown split or
+            ``to``; ``ignore_color`` is a class's colour (see :func:`_target`).
     """
-    if to not in ("index", "palette", "rgb"):
-        raise PixelwiseError(f"--to {to!r}: expected index, palette or rgb")
+    target = _target(spec, to, ignore_color)
     out = Path(out)
     _check_out(spec, out)
     table = dict(value_map or {})
@@ -228,16 +328,10 @@ def convert_dataset(
         plan.problems += problems
         members[name] = [s for s in samples if s.mask is not None]
         plan.samples[name] = len(members[name])
-    unique = list(
-        {(str(s.image), str(s.mask), s.index): s for ss in members.values() for s in ss}.values()
-    )
+    unique = list({_sample_key(s): s for ss in members.values() for s in ss}.values())
     taken: set[str] = set()
     file_names = {id(s): _unique_name(s, taken) for s in unique}
     plan.files = len(unique)
-    if to == "rgb" and tuple(ignore_color) in spec.colors:
-        raise PixelwiseError(
-            f"--ignore-color {ignore_color}: is the colour of a class; pick another for unlabelled"
-        )
     staging = None
     # folders above ``out`` that this run creates, deepest first: removed again if it fails
     made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
@@ -250,54 +344,14 @@ def convert_dataset(
         (staging / "images").mkdir()
         (staging / "masks").mkdir()
     written: dict[int, tuple[str, str]] = {}
-
-    def one(s: Sample) -> tuple[Counter[int], Counter[str], str | None, tuple[str, str] | None]:
-        remapped: Counter[str] = Counter()
-        try:  # the image must be whole and readable: it is copied as it is
-            height, width = _image_size(s, spec, False)
-        except PixelwiseError as exc:
-            msg = str(exc)
-            return Counter(), remapped, msg if str(s.image) in msg else f"{s.image}: {msg}", None
-        try:
-            raw = _remap(read_sample_mask(s, spec), table, remapped)
-            labels, bad = decode_mask(raw, spec)
-        except PixelwiseError as exc:
-            msg = str(exc)
-            return Counter(), remapped, msg if str(s.mask) in msg else f"{s.where}: {msg}", None
-        if bad:
-            vals = ", ".join(f"{v} ({n} px)" for v, n in bad.items())
-            return (
-                Counter(),
-                remapped,
-                f"{s.where}: mask values outside the declared classes: {vals}",
-                None,
-            )
-        if labels.shape != (height, width):
-            return (
-                Counter(),
-                remapped,
-                f"{s.where}: mask size {labels.shape[1]}x{labels.shape[0]} != image size "
-                f"{width}x{height}",
-                None,
-            )
-        vals, counts = np.unique(labels, return_counts=True)
-        hist = Counter(dict(zip(vals.tolist(), counts.tolist(), strict=True)))
-        if staging is None:
-            return hist, remapped, None, None
-        base = file_names[id(s)]
-        try:
-            image_name = _write_image(s, spec, staging / "images" / base)
-        except (PixelwiseError, OSError) as exc:
-            return hist, remapped, f"{s.image}: {exc}", None
-        with atomic_path(staging / "masks" / f"{base}.png") as tmp:
-            _mask_image(labels, to, spec.colors, ignore_color).save(tmp, format="PNG")
-        return hist, remapped, None, (f"images/{image_name}", f"masks/{base}.png")
-
+    job = _Job(spec, target, _OUTPUTS[to][1], table, staging)
     try:
         workers = workers or min(8, (os.cpu_count() or 1) + 2)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for s, (hist, remapped, problem, pair) in zip(
-                unique, pool.map(one, unique), strict=True
+                unique,
+                pool.map(lambda s: _convert_one(s, job, file_names[id(s)]), unique),
+                strict=True,
             ):
                 plan.values.update(hist)
                 plan.remapped.update(remapped)
@@ -307,13 +361,8 @@ def convert_dataset(
                     written[id(s)] = pair
         if staging is None or plan.problems:
             return plan
-        by_key = {(str(s.image), str(s.mask), s.index): written[id(s)] for s in unique}
-        for name, ss in members.items():
-            lines = [" ".join(by_key[(str(s.image), str(s.mask), s.index)]) for s in ss]
-            # names that are not UTF-8 keep their bytes (the list reader uses surrogateescape)
-            text = "\n".join(lines) + "\n"
-            write_bytes_atomic(staging / f"{name}.txt", text.encode("utf-8", "surrogateescape"))
-        write_text_atomic(staging / "dataset.yaml", _dataset_yaml(spec, names, to, ignore_color))
+        pairs = {_sample_key(s): written[id(s)] for s in unique}
+        _write_lists(staging, members, pairs, target)
         if out.exists():
             out.rmdir()  # empty (checked); replaced by the finished folder
         os.replace(staging, out)
@@ -331,21 +380,18 @@ def convert_dataset(
                     break
 
 
-def _dataset_yaml(
-    spec: DatasetSpec, names: list[str], to: str, ignore_color: tuple[int, int, int]
-) -> str:
-    classes = [{"name": c.name, "color": list(spec.colors[i])} for i, c in enumerate(spec.classes)]
-    if to == "rgb":
-        mask = {"encoding": "rgb", "ignore_color": list(ignore_color)}
-    else:
-        mask = {"encoding": "index", "ignore_index": IGNORE_INDEX}
+def _dataset_yaml(target: DatasetSpec, names: list[str]) -> str:
+    """The converted dataset's YAML (``target`` from :func:`_target`)."""
+    classes = [
+        {"name": c.name, "color": list(target.colors[i])} for i, c in enumerate(target.classes)
+    ]
     doc = {
-        "name": spec.name,
+        "name": target.name,
         "root": ".",
-        "image_channels": spec.image_channels,
+        "image_channels": target.image_channels,
         "classes": classes,
-        "mask": mask,
+        "mask": target.mask.as_yaml(),
         "splits": {n: {"list": f"{n}.txt"} for n in names},
     }
-    head = f"# written by pixelwise data convert from {spec.source}\n"
+    head = f"# written by pixelwise data convert from {target.source}\n"
     return head + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_path, write_text_atomic
-from ..errors import PixelwiseError
+from ..errors import PixelwiseError, printable
 from .classes import IGNORE_INDEX
+from .encodings import describe_values, value_sort_key
 from .formats import read_sample_image, read_sample_mask
 from .spec import DatasetSpec, Sample, decode_mask, resolve_split
 
@@ -166,7 +167,7 @@ def inspect_dataset(
             {"index": i, "name": c.name, "color": list(spec.colors[i])}
             for i, c in enumerate(spec.classes)
         ],
-        "declared_values": _declared(spec),
+        "declared_values": spec.mask.codec.declared(spec),
         "splits": {},
     }
     for name in names:
@@ -230,7 +231,7 @@ def inspect_dataset(
             ],
             "empty_images": empty,
             "mask_values": dict(
-                sorted(raw_values.most_common(_MAX_VALUES), key=lambda kv: _sort_key(kv[0]))
+                sorted(raw_values.most_common(_MAX_VALUES), key=lambda kv: value_sort_key(kv[0]))
             ),
             "undeclared_values": {v: n for v, (n, _) in sorted(undeclared.items())},
             "undeclared_files": {
@@ -244,31 +245,6 @@ def inspect_dataset(
         }
     report["overlaps"] = _overlaps(names, resolved, stats, spec.root)
     return report
-
-
-def _sort_key(v: str) -> tuple[int, Any]:
-    return (0, int(v)) if v.lstrip("-").isdigit() else (1, v)
-
-
-def _declared(spec: DatasetSpec) -> dict[str, str]:
-    """Raw mask value → meaning, as the spec declares it."""
-    m = spec.mask
-    out: dict[str, str] = {}
-    if m.encoding == "index":
-        out = {str(i): c.name for i, c in enumerate(spec.classes)}
-    elif m.encoding == "value_map":
-        out = {str(c.mask_value): c.name for c in spec.classes}
-    elif m.encoding == "rgb":
-        out = {f"rgb({r},{g},{b})": spec.classes[i].name for i, (r, g, b) in enumerate(spec.colors)}
-        if m.ignore_color is not None:
-            out["rgb({},{},{})".format(*m.ignore_color)] = "(ignored)"
-    else:
-        out = {f"<{m.threshold}": spec.classes[0].name, f">={m.threshold}": spec.classes[1].name}
-    if m.ignore_index is not None and m.encoding in ("index", "value_map"):
-        out[str(m.ignore_index)] = "(ignored)"
-    for v in m.ignore_values:
-        out[str(v)] = "(ignored)"
-    return dict(sorted(out.items(), key=lambda kv: _sort_key(kv[0])))
 
 
 def _overlaps(
@@ -357,7 +333,7 @@ def report_text(report: dict[str, Any]) -> str:
         if len(r["problems"]) > 20:
             lines.append(f"   ... and {len(r['problems']) - 20} more problem(s) (see the JSON)")
     lines.append("")
-    lines.append(f"declared mask values: {_top(report['declared_values'], 40)}")
+    lines.append(describe_values(report["declared_values"]))
     if report["overlaps"]:
         for o in report["overlaps"]:
             a, b = o["splits"]
@@ -457,10 +433,7 @@ def write_reports(
     out.mkdir(parents=True, exist_ok=True)
     txt, js, png = out / "inspect.txt", out / "inspect.json", out / "inspect.png"
     # file names that are not UTF-8 (surrogate escapes) are written as \xNN
-    write_text_atomic(
-        txt,
-        report_text(report).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
-    )
+    write_text_atomic(txt, printable(report_text(report)))
     write_text_atomic(js, json.dumps(report, indent=1) + "\n")
     picks: list[Sample] = []
     for split in report["splits"]:

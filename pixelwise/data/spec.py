@@ -15,7 +15,7 @@ Example (CamVid)::
 
 Mask encodings: ``index`` (pixel value = class id), ``value_map`` (each class's ``mask_value``, e.g. EM
 masks 0 → 0, 255 → 1), ``rgb`` (colour-coded masks through the class colours), ``binary`` (lossy 0/255
-masks such as JPEG, thresholded). A folder holding ``images/`` and ``masks/`` needs no YAML at all: see
+masks such as JPEG, thresholded); each is an object in :mod:`pixelwise.data.encodings`. A folder holding ``images/`` and ``masks/`` needs no YAML at all: see
 :func:`infer_spec`. ``format:`` names a dataset family (VOC, Cityscapes, COCO, NIfTI, ...) whose
 defaults fill in the rest: see :mod:`pixelwise.data.formats`.
 """
@@ -31,10 +31,19 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from ..errors import PixelwiseError, pydantic_message
-from .classes import IGNORE_INDEX, ClassInfo, default_colors
+from ..errors import PixelwiseError, first_line, pydantic_message
+from .classes import ClassInfo, default_colors
+from .encodings import MaskEncoding, expected_encodings, get_encoding, list_encodings
 from .io import IMAGE_EXTENSIONS, read_mask
 
 __all__ = [
@@ -45,6 +54,7 @@ __all__ = [
     "load_dataset_spec",
     "infer_spec",
     "decode_mask",
+    "encode_mask",
     "resolve_split",
 ]
 
@@ -54,12 +64,34 @@ class MaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    encoding: Literal["index", "value_map", "rgb", "binary"] = "index"
+    encoding: str = "index"  # a registered mask encoding (pixelwise.data.encodings)
     ignore_index: int | None = None  # raw value meaning "unlabelled" (index, value_map)
     ignore_color: tuple[int, int, int] | None = None  # colour meaning "unlabelled" (rgb)
     threshold: int = 128  # binary: value >= threshold is class 1
     # more raw values meaning "unlabelled" (index, value_map), e.g. Cityscapes' non-train label ids
     ignore_values: list[int] = Field(default_factory=list)
+
+    @field_validator("encoding", mode="before")
+    @classmethod
+    def _registered(cls, value: object) -> object:
+        if not (isinstance(value, str) and value in list_encodings()):
+            # the message pydantic gives a Literal, so a typo reads the same as ever
+            raise PydanticCustomError(
+                "literal_error", "Input should be {expected}", {"expected": expected_encodings()}
+            )
+        return value
+
+    @property
+    def codec(self) -> MaskEncoding:
+        """The encoding object ``encoding`` names: it decodes, encodes and describes masks."""
+        return get_encoding(self.encoding)
+
+    def as_yaml(self) -> dict[str, Any]:
+        """The ``mask:`` mapping of a dataset YAML: ``encoding`` and the keys its encoding reads that
+        differ from their defaults (tuples as lists, as YAML has them)."""
+        values = self.model_dump(include=set(self.codec.fields), exclude_defaults=True)
+        plain = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        return {"encoding": self.encoding, **plain}
 
 
 class SplitSpec(BaseModel):
@@ -104,12 +136,7 @@ class DatasetSpec(BaseModel):
         names = [c.name for c in self.classes]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate class names in {names}")
-        if self.mask.encoding == "value_map" and any(c.mask_value is None for c in self.classes):
-            raise ValueError("mask encoding 'value_map' needs a mask_value for every class")
-        if self.mask.encoding == "rgb" and any(c.color is None for c in self.classes):
-            raise ValueError("mask encoding 'rgb' needs a color for every class")
-        if self.mask.encoding == "binary" and len(self.classes) != 2:
-            raise ValueError("mask encoding 'binary' needs exactly 2 classes")
+        self.mask.codec.check(self)
         return self
 
     @property
@@ -159,7 +186,7 @@ def load_dataset_spec(path: str | os.PathLike[str]) -> DatasetSpec:
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise PixelwiseError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        raise PixelwiseError(f"{p}: invalid YAML ({first_line(exc)})") from None
     if not isinstance(raw, dict):
         raise PixelwiseError(f"{p}: expected a mapping with root, classes and splits")
     if "root" in raw and isinstance(raw["root"], str):
@@ -291,74 +318,20 @@ def resolve_split(spec: DatasetSpec, name: str) -> tuple[list[Sample], list[str]
     return samples, problems
 
 
-def _lut(spec: DatasetSpec, size: int) -> np.ndarray:
-    """Value → class lookup table; -1 marks values that are not declared."""
-    lut = np.full(size, -1, dtype=np.int16)
-    if spec.mask.encoding == "index":
-        n = min(spec.num_classes, size)
-        lut[:n] = np.arange(n)
-    else:  # value_map
-        for i, c in enumerate(spec.classes):
-            if c.mask_value is not None and 0 <= c.mask_value < size:
-                lut[c.mask_value] = i
-    if spec.mask.ignore_index is not None and 0 <= spec.mask.ignore_index < size:
-        lut[spec.mask.ignore_index] = IGNORE_INDEX
-    for v in spec.mask.ignore_values:
-        if 0 <= v < size:
-            lut[v] = IGNORE_INDEX
-    return lut
-
-
 def decode_mask(raw: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, dict[str, int]]:
-    """Map a raw mask to class indices (uint8, ``IGNORE_INDEX`` for unlabelled).
+    """Map a raw mask to class indices (uint8, ``IGNORE_INDEX`` for unlabelled), by the spec's encoding.
 
     Returns:
         The label map and ``{undeclared value: pixel count}`` (empty when the mask is valid). Undeclared
         pixels are set to ``IGNORE_INDEX`` in the label map.
     """
-    enc = spec.mask.encoding
-    if raw.ndim == 3 and enc != "rgb":
-        if np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2]):
-            raw = raw[..., 0]
-        else:
-            return np.full(raw.shape[:2], IGNORE_INDEX, np.uint8), {
-                "<colour mask>": raw.shape[0] * raw.shape[1]
-            }
-    if enc == "binary":
-        gray = raw if raw.ndim == 2 else raw[..., 0]
-        scale = 1 if gray.dtype.itemsize == 1 else 257
-        return (gray >= spec.mask.threshold * scale).astype(np.uint8), {}
-    if enc == "rgb":
-        if raw.ndim == 2:
-            raw = np.repeat(raw[..., None], 3, axis=2)
-        code = (
-            (raw[..., 0].astype(np.int32) << 16) | (raw[..., 1].astype(np.int32) << 8) | raw[..., 2]
-        )
-        table = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(spec.colors)}
-        if spec.mask.ignore_color is not None:
-            r, g, b = spec.mask.ignore_color
-            table[(r << 16) | (g << 8) | b] = IGNORE_INDEX
-        values, inverse = np.unique(code, return_inverse=True)
-        mapped = np.array([table.get(int(v), -1) for v in values], dtype=np.int16)
-        out = mapped[inverse.reshape(code.shape)]
-        bad_values = values[mapped < 0]
-        bad = {}
-        for v in bad_values:
-            v = int(v)
-            bad[f"rgb({v >> 16},{(v >> 8) & 255},{v & 255})"] = int((code == v).sum())
-    else:
-        if raw.dtype.kind not in "ui":
-            raise PixelwiseError(f"mask has non-integer values (dtype {raw.dtype})")
-        size = 256 if raw.dtype == np.uint8 else int(raw.max(initial=0)) + 1
-        if raw.min(initial=0) < 0:
-            return np.full(raw.shape, IGNORE_INDEX, np.uint8), {"<negative>": int((raw < 0).sum())}
-        out = _lut(spec, max(size, 256))[raw]
-        bad = {}
-        if (out < 0).any():
-            vals, counts = np.unique(raw[out < 0], return_counts=True)
-            bad = {str(int(v)): int(c) for v, c in zip(vals, counts, strict=True)}
-    out = np.where(out < 0, IGNORE_INDEX, out).astype(np.uint8)
-    return out, bad
+    return spec.mask.codec.decode(raw, spec)
+
+
+def encode_mask(labels: np.ndarray, spec: DatasetSpec) -> np.ndarray:
+    """Class indices (``IGNORE_INDEX`` for unlabelled) → the raw mask in the spec's encoding, which
+    :func:`decode_mask` reads back as ``labels`` (else :class:`PixelwiseError`)."""
+    return spec.mask.codec.encode(labels, spec)
 
 
 def _stable_fold(stem: str, k: int = 5) -> int:

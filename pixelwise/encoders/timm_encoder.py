@@ -18,7 +18,7 @@ import timm
 import torch
 from torch import nn
 
-from ..errors import PixelwiseError
+from ..errors import PixelwiseError, first_line
 from .base import Encoder
 
 __all__ = ["TimmEncoder"]
@@ -59,9 +59,9 @@ class TimmEncoder(Encoder):
         try:
             self.model = timm.create_model(name, **kwargs)
         except (AssertionError, TypeError, ValueError, RuntimeError) as exc:
-            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PixelwiseError(
-                f"encoder {name!r} cannot be built with output_stride={output_stride} ({why})"
+                f"encoder {name!r} cannot be built with output_stride={output_stride} "
+                f"({first_line(exc)})"
             ) from None
         if dilate_here:
             _dilate_sequential(self.model, output_stride)

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import PixelwiseError
+from ..errors import PixelwiseError, first_line
 from .base import Encoder
 from .timm_encoder import TimmEncoder
 from .vgg import VGG16Encoder
@@ -89,8 +89,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch and safetensors raise many types on bad files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise PixelwiseError(f"{p}: not a readable weights file ({first[:200]})") from None
+        why = first_line(exc)[:200]
+        raise PixelwiseError(f"{p}: not a readable weights file ({why})") from None
     for key in ("state_dict", "model", "module"):
         if isinstance(sd, Mapping) and isinstance(sd.get(key), Mapping):
             sd = sd[key]

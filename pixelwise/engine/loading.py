@@ -1,7 +1,7 @@
 """Loading a trained model: one function, :func:`load_model`, owns the dispatch over the four things a
 ``--model`` value can name — a checkpoint (``.ckpt``), an exported ONNX model (``.onnx``, run by ONNX
 Runtime), a model bundle (``NAME.json`` / ``NAME.safetensors``) or a bundled model's name
-(``camvid``) — and returns a :class:`LoadedModel`: the network with its :class:`ModelMeta` and, for a
+(``camvid``) — and returns a :class:`LoadedModel`: the network (in eval mode) with its :class:`ModelMeta` and, for a
 bundle, its description. *How* the model is then run (precision, TTA, tiling, CRF) is not part of it:
 that is an :class:`~pixelwise.engine.inference.InferenceConfig`, and the two meet in a
 :class:`~pixelwise.engine.predictor.Segmenter`.
@@ -76,4 +76,4 @@ def load_model(source: str | os.PathLike[str], *, device: str = "auto") -> Loade
     meta = ModelMeta.from_dict(ckpt.get("meta", {}), where=str(path))
     if not isinstance(ckpt.get("model"), dict):
         raise PixelwiseError(f"{path}: checkpoint holds no model weights")
-    return LoadedModel(build_model(meta, ckpt["model"]), meta, None, str(path))
+    return LoadedModel(build_model(meta, ckpt["model"]).eval(), meta, None, str(path))

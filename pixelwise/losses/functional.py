@@ -8,9 +8,10 @@ Every loss here follows one contract:
 * Pixels whose target equals ``ignore_index`` contribute nothing, neither to the value nor to the
   gradient.
 * Optional per-class ``weight`` (one value per class; two for a sigmoid model): pixel losses (cross-
-  entropy, focal) are weighted by their true class and divided by the sum of those weights; per-class
-  losses (Dice, Tversky, Lovász) are averaged over classes with these weights. Either way, scaling all
-  weights changes nothing and uniform weights equal no weights.
+  entropy, focal) are weighted by their true class and divided by the sum of those weights (the
+  smoothing term of label-smoothed cross-entropy weights each class it spreads to, as PyTorch does);
+  per-class losses (Dice, Tversky, Lovász) are averaged over classes with these weights. Either way,
+  scaling all weights changes nothing and uniform weights equal no weights.
 * Maths runs in at least float32 whatever the autocast dtype (float64 stays float64).
 * When a class is absent from the batch, or every pixel is ignored, the loss is finite and has a
   gradient graph (an all-ignored batch gives zero).
@@ -80,14 +81,23 @@ def _tiny(t: torch.Tensor) -> float:
 
 
 def _pixel_mean(
-    values: torch.Tensor, valid: torch.Tensor, safe: torch.Tensor, weight: torch.Tensor | None
+    values: torch.Tensor,
+    valid: torch.Tensor,
+    safe: torch.Tensor,
+    weight: torch.Tensor | None,
+    *,
+    unweighted: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``sum(w_i * values_i) / sum(w_i)`` over valid pixels, ``w_i`` the weight of pixel i's class."""
+    """``sum(w_i * values_i + unweighted_i) / sum(w_i)`` over valid pixels, ``w_i`` the weight of
+    pixel i's class; ``unweighted`` holds per-pixel terms that carry their own weights."""
     w = valid.to(values.dtype)
     if weight is not None:
         w = w * weight[safe]
-    values = torch.where(valid, values, torch.zeros_like(values))
-    return (values * w).sum() / w.sum().clamp_min(_tiny(values))
+    total = values * w
+    if unweighted is not None:
+        total = total + unweighted
+    total = torch.where(valid, total, torch.zeros_like(total))
+    return total.sum() / w.sum().clamp_min(_tiny(values))
 
 
 def _class_mean(
@@ -178,8 +188,11 @@ def cross_entropy(
 ) -> torch.Tensor:
     """Pixel-wise softmax cross-entropy (binary cross-entropy for one-channel logits).
 
-    ``loss_i = -log p_i(y_i)``; with label smoothing ``eps`` it is
-    ``(1 - eps) * (-log p_i(y_i)) + eps * mean_c(-log p_i(c))``.
+    ``loss = sum_i w(y_i) * (-log p_i(y_i)) / sum_i w(y_i)`` over non-ignored pixels. Label
+    smoothing ``eps`` mixes the target with the uniform distribution over the K classes, and each
+    class of the mixture carries its own weight, as in :func:`torch.nn.functional.cross_entropy`:
+    ``sum_i [(1 - eps) w(y_i) (-log p_i(y_i)) + eps/K sum_c w(c) (-log p_i(c))] / sum_i w(y_i)``.
+    Without weights that is ``(1 - eps) * (-log p_i(y_i)) + eps * mean_c(-log p_i(c))`` per pixel.
 
     Args:
         logits: raw class scores.
@@ -199,10 +212,13 @@ def cross_entropy(
         raise PixelwiseError(
             f"cross_entropy: label_smoothing must lie in [0, 1), got {label_smoothing}"
         )
+    w = _class_weight("cross_entropy", weight, logp)
     nll = -logp.gather(1, safe.unsqueeze(1)).squeeze(1)
-    if label_smoothing > 0:
-        nll = (1 - label_smoothing) * nll - label_smoothing * logp.mean(dim=1)
-    return _pixel_mean(nll, valid, safe, _class_weight("cross_entropy", weight, logp))
+    if label_smoothing == 0:
+        return _pixel_mean(nll, valid, safe, w)
+    spread = logp if w is None else logp * w.reshape(1, -1, *([1] * (logp.ndim - 2)))
+    smooth = -label_smoothing * spread.mean(dim=1)  # eps/K sum_c w(c) (-log p(c))
+    return _pixel_mean((1 - label_smoothing) * nll, valid, safe, w, unweighted=smooth)
 
 
 def binary_cross_entropy(
@@ -217,7 +233,9 @@ def binary_cross_entropy(
 
     ``loss_i = -[y_i log σ(z_i) + (1 - y_i) log(1 - σ(z_i))]``, computed as :func:`cross_entropy` of
     the pair ``(0, z)``. ``weight = (w_background, w_foreground)``; label smoothing ``eps`` moves the
-    targets to ``eps / 2`` and ``1 - eps / 2``.
+    targets to ``eps / 2`` and ``1 - eps / 2``; with weights, each part of a smoothed target carries
+    its own class's weight (torch's ``pos_weight`` form), and the sum is divided by the sum of the
+    true classes' weights.
 
     Shape:
         logits: (N, 1, H, W); target: (N, H, W) holding 0, 1 or ``ignore_index``.

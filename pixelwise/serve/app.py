@@ -70,6 +70,44 @@ _SEGMENT_OPTIONS = ("format", "mask", "overlay", "crf", "tta", "tile")
 
 Loader = Callable[[], Segmenter]
 
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Empty, truncated or corrupt image; malformed multipart body.",
+        401: "Missing or wrong bearer token (when the server has one).",
+        413: "Upload over --max-upload-mb, or image over --max-pixels.",
+        408: "The upload did not arrive within --timeout seconds.",
+        415: "Not an image, or a content type other than multipart, image/*, octet-stream.",
+        422: "An unsupported option value, or an unknown option.",
+        503: "The queue is full (see Retry-After), or the model is not ready.",
+        504: "No prediction within --timeout seconds.",
+    }.items()
+}
+_SEGMENT_OK = {
+    "description": "The class-index PNG (palette = class colours), the overlay PNG "
+    "(overlay=true), or JSON (format=json).",
+    "content": {
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {"schema": SegmentResult.model_json_schema()},
+    },
+}
+_SEGMENT_BODY = {
+    "required": True,
+    "description": "The image: a multipart form with the field 'file', or the raw "
+    "bytes as the body.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
@@ -200,6 +238,73 @@ class _Service:
     def _predict(self, images: list[np.ndarray], config: InferenceConfig) -> list[np.ndarray]:
         return [p.labels for p in self._variant(config).segment_batch(images)]
 
+    async def segment(
+        self,
+        request: Request,
+        *,
+        fmt: str,
+        mask: str,
+        overlay: bool,
+        crf: bool | None,
+        tta: bool | None,
+        tile: str | None,
+    ) -> Response:
+        """``POST /v1/segment``: check the options, read and decode the upload (admitted), predict
+        it through the batcher under the configuration the options ask for, render the answer."""
+        unknown = sorted(set(request.query_params) - set(_SEGMENT_OPTIONS))
+        if unknown:
+            raise RequestError(
+                422,
+                f"unknown option {unknown[0]!r} (options: {', '.join(_SEGMENT_OPTIONS)})",
+            )
+        if mask == "rle" and fmt != "json":
+            raise RequestError(422, "mask=rle needs format=json (format=png returns the mask)")
+        seg = self.require_ready()
+        with self.admit():
+            try:  # a slow or stalled upload must not hold its queue slot forever
+                data = await asyncio.wait_for(
+                    read_upload(request, self.settings.max_upload_bytes), self.settings.timeout
+                )
+            except asyncio.TimeoutError:
+                raise RequestError(
+                    408, f"the upload did not arrive within {self.settings.timeout:g} s (--timeout)"
+                ) from None
+            image = await run_in_threadpool(
+                decode, data, max_pixels=self.settings.max_pixels, channels=seg.meta.in_channels
+            )
+            del data
+            options = self.options(seg, crf, tta, tile)
+            try:
+                labels = await asyncio.wait_for(
+                    self.batcher.submit(image, options), self.settings.timeout
+                )
+            except asyncio.TimeoutError:
+                raise RequestError(
+                    504, f"no prediction within {self.settings.timeout:g} s (--timeout)"
+                ) from None
+            except QueueFull as exc:
+                raise RequestError(
+                    503,
+                    f"the queue is full ({self.settings.queue_size} waiting, --queue-size)",
+                    {"Retry-After": str(exc.retry_after)},
+                ) from None
+            except Stopped as exc:
+                raise RequestError(503, str(exc), {"Retry-After": "5"}) from None
+            except RequestError:
+                raise
+            except PixelwiseError as exc:  # the image and the options do not go together
+                raise RequestError(422, str(exc)) from None
+        return await run_in_threadpool(
+            self.render,
+            seg,
+            image,
+            labels,
+            fmt=fmt,
+            mask=mask,
+            overlay=overlay,
+            options=options,
+        )
+
     def _on_batch(self, size: int, seconds: float) -> None:
         self.metrics.observe_batch(size, seconds)
 
@@ -328,6 +433,26 @@ class _Observe:
             self.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
 
 
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answer is JSON ``{"error": "<one line>"}``."""
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return _error(exc.status, str(exc), exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = {
+            404: f"no such endpoint: {request.url.path}",
+            405: f"method {request.method} is not allowed on {request.url.path}",
+        }.get(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_message(exc))
+
+
 def create_app(
     segmenter: Segmenter | Callable[[], Segmenter], settings: ServeSettings | None = None
 ) -> FastAPI:
@@ -354,70 +479,14 @@ def create_app(
         lifespan=service.lifespan,
     )
     app.state.service = service
-
-    @app.exception_handler(RequestError)
-    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return _error(exc.status, str(exc), exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        message = {
-            404: f"no such endpoint: {request.url.path}",
-            405: f"method {request.method} is not allowed on {request.url.path}",
-        }.get(exc.status_code, str(exc.detail))
-        return _error(exc.status_code, message, exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, _validation_message(exc))
-
-    errors: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorBody, "description": text}
-        for code, text in {
-            400: "Empty, truncated or corrupt image; malformed multipart body.",
-            401: "Missing or wrong bearer token (when the server has one).",
-            413: "Upload over --max-upload-mb, or image over --max-pixels.",
-            408: "The upload did not arrive within --timeout seconds.",
-            415: "Not an image, or a content type other than multipart, image/*, octet-stream.",
-            422: "An unsupported option value, or an unknown option.",
-            503: "The queue is full (see Retry-After), or the model is not ready.",
-            504: "No prediction within --timeout seconds.",
-        }.items()
-    }
+    _add_error_handlers(app)
 
     @app.post(
         "/v1/segment",
         summary="Segment one image",
         response_model=None,
-        responses={
-            200: {
-                "description": "The class-index PNG (palette = class colours), the overlay PNG "
-                "(overlay=true), or JSON (format=json).",
-                "content": {
-                    "image/png": {"schema": {"type": "string", "format": "binary"}},
-                    "application/json": {"schema": SegmentResult.model_json_schema()},
-                },
-            },
-            **errors,
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "description": "The image: a multipart form with the field 'file', or the raw "
-                "bytes as the body.",
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"file": {"type": "string", "format": "binary"}},
-                            "required": ["file"],
-                        }
-                    },
-                    "image/*": {"schema": {"type": "string", "format": "binary"}},
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                },
-            }
-        },
+        responses={200: _SEGMENT_OK, **_ERRORS},
+        openapi_extra={"requestBody": _SEGMENT_BODY},
     )
     async def segment(
         request: Request,
@@ -444,61 +513,13 @@ def create_app(
             Query(description="Whole image or sliding windows [default: the server's]."),
         ] = None,
     ) -> Response:
-        unknown = sorted(set(request.query_params) - set(_SEGMENT_OPTIONS))
-        if unknown:
-            raise RequestError(
-                422,
-                f"unknown option {unknown[0]!r} (options: {', '.join(_SEGMENT_OPTIONS)})",
-            )
-        if mask == "rle" and format != "json":
-            raise RequestError(422, "mask=rle needs format=json (format=png returns the mask)")
-        seg = service.require_ready()
-        with service.admit():
-            try:  # a slow or stalled upload must not hold its queue slot forever
-                data = await asyncio.wait_for(
-                    read_upload(request, settings.max_upload_bytes), settings.timeout
-                )
-            except asyncio.TimeoutError:
-                raise RequestError(
-                    408, f"the upload did not arrive within {settings.timeout:g} s (--timeout)"
-                ) from None
-            image = await run_in_threadpool(
-                decode, data, max_pixels=settings.max_pixels, channels=seg.meta.in_channels
-            )
-            del data
-            options = service.options(seg, crf, tta, tile)
-            try:
-                labels = await asyncio.wait_for(
-                    service.batcher.submit(image, options), settings.timeout
-                )
-            except asyncio.TimeoutError:
-                raise RequestError(
-                    504, f"no prediction within {settings.timeout:g} s (--timeout)"
-                ) from None
-            except QueueFull as exc:
-                raise RequestError(
-                    503,
-                    f"the queue is full ({settings.queue_size} waiting, --queue-size)",
-                    {"Retry-After": str(exc.retry_after)},
-                ) from None
-            except Stopped as exc:
-                raise RequestError(503, str(exc), {"Retry-After": "5"}) from None
-            except RequestError:
-                raise
-            except PixelwiseError as exc:  # the image and the options do not go together
-                raise RequestError(422, str(exc)) from None
-        return await run_in_threadpool(
-            service.render,
-            seg,
-            image,
-            labels,
-            fmt=format,
-            mask=mask,
-            overlay=overlay,
-            options=options,
+        return await service.segment(
+            request, fmt=format, mask=mask, overlay=overlay, crf=crf, tta=tta, tile=tile
         )
 
-    @app.get("/v1/models", response_model=ModelList, responses={401: errors[401], 503: errors[503]})
+    @app.get(
+        "/v1/models", response_model=ModelList, responses={401: _ERRORS[401], 503: _ERRORS[503]}
+    )
     async def models() -> dict[str, Any]:
         """The model served: classes with their colours, input size, output kind, defaults."""
         return service.model_list(service.require_ready())
@@ -508,7 +529,7 @@ def create_app(
         """The process is alive (no token needed)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", response_model=Status, responses={503: errors[503]})
+    @app.get("/readyz", response_model=Status, responses={503: _ERRORS[503]})
     async def readyz() -> dict[str, Any]:
         """200 once the model is loaded and the worker runs; 503 before (or after a failed load)."""
         service.require_ready()

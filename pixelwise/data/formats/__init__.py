@@ -134,7 +134,7 @@ def read_sample_mask(sample: Sample, spec: DatasetSpec) -> np.ndarray:
         raise PixelwiseError(f"{sample.image}: no mask")
     if not sample.mask.exists():
         raise PixelwiseError(f"{sample.mask}: mask file not found (image {sample.image})")
-    return read_mask(sample.mask, as_rgb=spec.mask.encoding == "rgb")
+    return read_mask(sample.mask, as_rgb=spec.mask.codec.reads_rgb)
 
 
 from . import (  # noqa: E402  (registration on import)
