@@ -46,6 +46,14 @@ _ModelOption = Annotated[
 ]
 
 
+def _say(text: object, *, err: bool = False) -> None:
+    """Print one message as plain text (no markup, no highlighting, no wrapping), with file names
+    that are not UTF-8 shown as ``\\xNN`` (:func:`pixelwise.errors.printable`)."""
+    (err_console if err else console).print(
+        printable(text), highlight=False, markup=False, soft_wrap=True
+    )
+
+
 class _Failed(Exception):
     """Some inputs failed; already reported. Exit code 1."""
 
@@ -108,7 +116,7 @@ def train(
     try:
         result = run_train(cfg, out_dir, resume=resume, progress=not quiet)
     except TrainingInterrupted as exc:  # Ctrl-C: saved where it stopped; say so in one line
-        err_console.print(printable(str(exc)), highlight=False, markup=False, soft_wrap=True)
+        _say(str(exc), err=True)
         raise typer.Exit(130) from None
     if not ctx.is_main:
         return
@@ -143,11 +151,7 @@ def evaluate(
     seg = _segmenter(model, device=device, inference=inference)
     spec = load_dataset_spec(data)
     if ctx.is_main:
-        console.print(
-            f"dataset {spec.name}: {spec.num_classes} classes, from {spec.source}",
-            highlight=False,
-            markup=False,
-        )
+        _say(f"dataset {spec.name}: {spec.num_classes} classes, from {spec.source}")
     result = run_evaluate(
         seg,
         spec,
@@ -172,7 +176,7 @@ def evaluate(
         )
     console.print(table)
     if note := seg.config.describe():
-        console.print(note, highlight=False, markup=False)
+        _say(note)
     console.print(
         f"mIoU {_pct(rep['miou'])}  pixel acc {_pct(rep['pixel_accuracy'])}  "
         f"mean acc {_pct(rep['mean_accuracy'])}  fwIoU {_pct(rep['fw_iou'])}  "
@@ -230,24 +234,17 @@ def predict(
     if not ctx.is_main:
         return
     for path, reason in summary.failed:
-        err_console.print(
-            printable(f"skipped: {reason if path in reason else f'{path}: {reason}'}"),
-            highlight=False,
-            markup=False,
-            soft_wrap=True,  # one line per input, however long its path
-        )
+        _say(f"skipped: {reason if path in reason else f'{path}: {reason}'}", err=True)
     note = seg.config.describe()
     skipped = (
         f", skipped {len(summary.skipped)} with a mask already (--overwrite redoes them)"
         if summary.skipped
         else ""
     )
-    console.print(
+    _say(
         f"wrote {len(summary.written)} mask(s) to {out} "
         f"({summary.images_per_second:.2f} img/s){skipped}; {len(summary.failed)} failed"
-        + (f"\n{note}" if note else ""),
-        highlight=False,
-        markup=False,
+        + (f"\n{note}" if note else "")
     )
     if summary.failed:
         raise _Failed
@@ -271,16 +268,12 @@ def export(
     if format != "onnx":
         raise PixelwiseError(f"--format {format!r}: only onnx is supported")
     path = export_checkpoint(model, out, opset=opset)
-    console.print(f"exported {model} to {path}", highlight=False, markup=False)
+    _say(f"exported {model} to {path}")
     if check:
         from .engine.export import check_onnx
 
         for size, diff in check_onnx(model, path):
-            console.print(
-                f"ONNX Runtime vs PyTorch at {size[1]}×{size[0]}: max |Δ logit| {diff:.2e}",
-                highlight=False,
-                markup=False,
-            )
+            _say(f"ONNX Runtime vs PyTorch at {size[1]}×{size[0]}: max |Δ logit| {diff:.2e}")
 
 
 @app.command()
@@ -369,31 +362,22 @@ def bundle(
         seg = Segmenter(written, config=InferenceConfig(amp="off"))
         checked = check_amp(seg, amp, spec, check_split, num_workers=workers)
         record_inference(path, {"amp": amp, "check": checked})
-        console.print(
+        _say(
             f"{amp} checked on {checked['data']}/{checked['split']} ({checked['images']} images): "
             f"mIoU {100 * checked['miou_amp']:.2f} against {100 * checked['miou_float32']:.2f} "
-            f"in float32; recorded as the bundle's inference precision",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
+            f"in float32; recorded as the bundle's inference precision"
         )
     weights = Path(desc["weights_path"])
-    console.print(
+    _say(
         f"bundled {model} as {name!r}: {path} + {weights.name} "
         f"({weights.stat().st_size / 2**20:.1f} MiB, {dtype}, {desc['parameters']:,} parameters, "
-        f"{meta.arch}, {meta.num_classes} classes, trained at {input_size[0]}×{input_size[1]})",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
+        f"{meta.arch}, {meta.num_classes} classes, trained at {input_size[0]}×{input_size[1]})"
     )
     if check:
         diff, agree = compare_models(reference, written.model, meta, input_size)
-        console.print(
+        _say(
             f"bundle vs source on a random {input_size[0]}×{input_size[1]} input: "
-            f"max |Δ logit| {diff:.2e}, labels agree on {100 * agree:.3f}% of pixels",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
+            f"max |Δ logit| {diff:.2e}, labels agree on {100 * agree:.3f}% of pixels"
         )
 
 
@@ -441,54 +425,31 @@ def demo(
     meta = seg.meta
     size = tuple(info["input_size"]) if info else None
     what = f"{info['dtype']} bundle, trained at {size[0]}×{size[1]}" if info and size else "model"
-    console.print(
+    _say(
         f"model {model}: {meta.arch}, {meta.num_classes} classes"
         + (f" ({meta.dataset})" if meta.dataset else "")
-        + f", {what}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
+        + f", {what}"
     )
     plan = plan_evaluation(seg, data=data, split=split, enabled=eval_)
     result = segment_demo(seg, images or [], out, samples=samples, max_size=size)
     for item in result.images:
         areas = ", ".join(f"{n} {format_area(f)}" for n, f in item.areas)
-        console.print(
-            printable(f"{item.source.name} ({item.size[1]}×{item.size[0]}): {areas}"),
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
+        _say(f"{item.source.name} ({item.size[1]}×{item.size[0]}): {areas}")
     for path, reason in result.failed:
-        err_console.print(
-            printable(f"skipped: {reason if path in reason else f'{path}: {reason}'}"),
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
+        _say(f"skipped: {reason if path in reason else f'{path}: {reason}'}", err=True)
     sheet = f", {result.sheet.name}" if result.sheet else ""
-    console.print(
-        printable(
-            f"wrote {len(result.images)} mask(s) and overlay(s){sheet} and summary.json to {out}"
-        ),
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
+    _say(f"wrote {len(result.images)} mask(s) and overlay(s){sheet} and summary.json to {out}")
     if plan.spec is None:
-        console.print(plan.note, highlight=False, markup=False)
+        _say(plan.note)
     else:
-        console.print(f"scoring {plan.note}", highlight=False, markup=False)
+        _say(f"scoring {plan.note}")
         ev = evaluate_demo(seg, plan, out, num_workers=workers, progress=not quiet)
         if ev is not None:
             s = ev.scores
-            console.print(
+            _say(
                 f"{ev.dataset} / {ev.split} ({ev.num_images} images): mIoU {_pct(s.miou)}%  "
                 f"pixel acc {_pct(s.pixel_accuracy)}%  mean acc {_pct(s.mean_accuracy)}%  "
-                f"(report: {out / 'evaluation.json'})",
-                highlight=False,
-                markup=False,
-                soft_wrap=True,
+                f"(report: {out / 'evaluation.json'})"
             )
     if result.failed:
         raise _Failed
@@ -518,11 +479,7 @@ def data_validate(
     from .data import check_split, load_dataset_spec
 
     spec = load_dataset_spec(data)
-    console.print(
-        f"dataset {spec.name}: {spec.num_classes} classes, from {spec.source}",
-        highlight=False,
-        markup=False,
-    )
+    _say(f"dataset {spec.name}: {spec.num_classes} classes, from {spec.source}")
     problems = 0
     for name in split or list(spec.splits):
         t0 = time.perf_counter()
@@ -530,9 +487,7 @@ def data_validate(
         seconds = time.perf_counter() - t0
         problems += len(rep.problems)
         for p in rep.problems:
-            err_console.print(
-                printable(f"problem: {p}"), highlight=False, markup=False, soft_wrap=True
-            )
+            _say(f"problem: {p}", err=True)
         status = "ok" if rep.ok else f"{len(rep.problems)} problem(s)"
         console.print(f"split {name}: {rep.num_images} images, {status} ({seconds:.1f} s)")
     if problems:
@@ -563,10 +518,10 @@ def data_inspect(
     spec = load_dataset_spec(data)
     report = inspect_dataset(spec, split, workers=workers)
     for line in report_text(report).splitlines():
-        console.print(printable(line), highlight=False, markup=False, soft_wrap=True)
+        _say(line)
     if out is not None:
         for path in write_reports(report, spec, out, samples=samples):
-            console.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
+            _say(f"wrote {path}")
     if any(r["problems"] for r in report["splits"].values()):
         raise _Failed
 
@@ -625,12 +580,7 @@ def data_convert(
         target.print(printable(line), highlight=False, markup=False, soft_wrap=True)
     if plan.problems:
         if not dry_run:
-            err_console.print(
-                printable(f"nothing written to {out}"),
-                highlight=False,
-                markup=False,
-                soft_wrap=True,
-            )
+            _say(f"nothing written to {out}", err=True)
         raise _Failed
 
 
@@ -671,12 +621,7 @@ def data_split(
     for c in spec.class_names:
         table.add_row(c, *(str(summary["splits"][n]["class_presence"][c]) for n in split_names))
     console.print(table)
-    console.print(
-        f"wrote {out}/{{{','.join(split_names)}}}.txt and {out}/dataset.yaml",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
+    _say(f"wrote {out}/{{{','.join(split_names)}}}.txt and {out}/dataset.yaml")
 
 
 @data_app.command("weights")
@@ -695,7 +640,7 @@ def data_weights(
     spec = load_dataset_spec(data)
     rep = check_split(spec, split)
     for p in rep.problems:
-        err_console.print(printable(f"problem: {p}"), highlight=False, markup=False, soft_wrap=True)
+        _say(f"problem: {p}", err=True)
     weights = {
         s: class_weights(s, rep.class_pixels, image_pixels=rep.class_image_pixels, beta=beta)
         for s in WEIGHT_SCHEMES
@@ -716,12 +661,7 @@ def data_weights(
         )
     console.print(table)
     for s in WEIGHT_SCHEMES:
-        console.print(
-            f"{s}: [{', '.join(f'{w:.4f}' for w in weights[s])}]",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
+        _say(f"{s}: [{', '.join(f'{w:.4f}' for w in weights[s])}]")
     if rep.problems:
         raise _Failed
 
@@ -848,7 +788,7 @@ def main(argv: list[str] | None = None) -> None:
 
         if not isinstance(exc, PixelwiseError):
             msg = f"{type(exc).__name__}: {msg} (run with --debug for the traceback)"
-        err_console.print(printable(f"error: {msg}"), highlight=False, markup=False, soft_wrap=True)
+        _say(f"error: {msg}", err=True)
         sys.exit(2)
     if isinstance(code, int) and code:  # typer.Exit(N), and Ctrl-C, which typer turns into 130
         sys.exit(code)

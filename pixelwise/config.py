@@ -29,7 +29,13 @@ __all__ = [
     "RunConfig",
     "load_config",
     "apply_overrides",
+    "MONITOR_MEANS",
+    "MONITOR_PER_CLASS",
 ]
+
+# train.monitor: a mean score, or one class's score as "<kind>:<class name>"
+MONITOR_MEANS = ("miou", "mean_dice", "pixel_accuracy", "mean_accuracy")
+MONITOR_PER_CLASS = ("iou", "dice")
 
 
 class _Strict(BaseModel):
@@ -125,6 +131,24 @@ class TrainConfig(_Strict):
     # multiplies it by the number of processes (Goyal et al. 2017), none keeps it
     lr_scaling: Literal["none", "linear"] = "none"
     sync_batchnorm: bool = False  # SyncBatchNorm across GPU processes; plain BatchNorm in one
+    # the validation score that picks best.ckpt and drives early stopping (docs/training.md):
+    # miou, mean_dice, pixel_accuracy, mean_accuracy, or one class's iou:<class> or dice:<class>
+    monitor: str = "miou"
+    # stop after this many validations in a row that do not raise train.monitor by more than
+    # early_stopping_min_delta; None: never stop early
+    early_stopping_patience: int | None = Field(None, ge=1)
+    early_stopping_min_delta: float = Field(0.0, ge=0.0)
+    tensorboard: bool = False  # event files in <out>/tensorboard (needs pixelwise[tensorboard])
+
+    @field_validator("monitor", mode="before")
+    @classmethod
+    def _known_monitor(cls, v: Any) -> Any:
+        kind, sep, name = v.partition(":") if isinstance(v, str) else ("", "", "")
+        if (not sep and kind in MONITOR_MEANS) or (sep and kind in MONITOR_PER_CLASS and name):
+            return v
+        raise ValueError(
+            f"unknown monitor {v!r}; use {', '.join(MONITOR_MEANS)}, iou:<class> or dice:<class>"
+        )
 
 
 class RunConfig(_Strict):

@@ -6,6 +6,7 @@ import importlib
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import toy_dataset as _toy_dataset
@@ -104,3 +105,74 @@ def test_lr_schedules() -> None:
     assert lr_factor(60, 110, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     cfg.schedule.min_lr_ratio = 0.1
     assert lr_factor(110, 110, cfg) == pytest.approx(0.1)
+
+
+# ---- the step functions, each alone ----------------------------------------------------------
+
+
+def test_setup_builds_the_state_and_writes_nothing(tmp_path: Path) -> None:
+    data = _toy_dataset(tmp_path / "data")
+    state = train_mod.setup(_cfg(data, monitor="iou:class_1"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    assert (state.epoch, state.step, state.best_epoch, state.rows) == (0, 0, None, [])
+    assert state.per_rank == 8 and state.val_loader is not None
+    assert (state.monitor.score, state.monitor.class_index) == ("iou", 1)
+    names = [type(c).__name__ for c in state.callbacks.callbacks]
+    assert names == ["ProgressLogger", "MetricsWriter", "CurvesPlotter"]
+
+
+def test_train_one_epoch_takes_its_steps_and_returns_its_row(tmp_path: Path) -> None:
+    data = _toy_dataset(tmp_path / "data")
+    state = train_mod.setup(_cfg(data), tmp_path / "run", progress=False)
+    before = {k: v.clone() for k, v in state.net.state_dict().items()}
+    row = train_mod.train_one_epoch(state)
+    assert (state.epoch, state.step) == (1, 2)  # 8 images, batch 4
+    assert row["epoch"] == 1 and row["step"] == 2 and row["val_miou"] == ""
+    assert math.isfinite(row["train_loss"]) and row["train_loss"] > 0
+    assert row["lr"] == pytest.approx(0.01)  # end of warm-up (2 steps)
+    assert any(not torch.equal(before[k], v) for k, v in state.net.state_dict().items())
+    state.cfg.train.max_steps = 3
+    train_mod.train_one_epoch(state)
+    assert (state.epoch, state.step) == (2, 3)  # stopped inside the epoch at max_steps
+
+
+def test_validate_scores_the_whole_split_and_keeps_samples(tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = _toy_dataset(tmp_path / "data")
+    state = train_mod.setup(_cfg(data), tmp_path / "run", progress=False)
+    result = train_mod.validate(state, samples=3)
+    assert result.scores.support.sum() == 8 * 32 * 32  # every pixel of the split, once
+    assert len(result.samples) == 3
+    first = result.samples[0]
+    assert first.image.dtype == np.uint8 and first.image.shape == (32, 32, 3)
+    assert first.prediction.shape == first.mask.shape == (32, 32)
+    path = state.val_loader.dataset.samples[0]
+    original = np.asarray(Image.open(path.image))
+    assert np.abs(first.image.astype(int) - original).max() <= 1  # de-normalised
+    assert np.array_equal(first.mask, np.asarray(Image.open(path.mask)))
+    assert train_mod.validate(state).samples == []
+
+
+def test_checkpoints_and_resume_from_continue_the_same_run(tmp_path: Path) -> None:
+    data = _toy_dataset(tmp_path / "data")
+    cfg = _cfg(data)
+    a = train_mod.setup(cfg, tmp_path / "run", progress=False)
+    train_mod.write_run_files(a, resumed=False)
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {"config.yaml", "manifest.json"}
+    train_mod.train_one_epoch(a)
+    a.rows.append({"epoch": 1})
+    path = train_mod.write_checkpoint(a, "last")
+    assert path == tmp_path / "run" / "last.ckpt" and not a.best_path.exists()
+    best = load_checkpoint(train_mod.write_checkpoint(a, "best"))
+    assert "train_state" not in best and best["epoch"] == 1
+    st = load_checkpoint(path)["train_state"]
+    assert (st["epoch"], st["step"], st["monitor"], st["metrics"]) == (1, 2, "miou", [{"epoch": 1}])
+
+    b = train_mod.setup(cfg, tmp_path / "run", progress=False)
+    train_mod.resume_from(b, path)
+    assert (b.epoch, b.start_epoch, b.step, b.rows) == (1, 1, 2, [{"epoch": 1}])
+    row_a, row_b = train_mod.train_one_epoch(a), train_mod.train_one_epoch(b)
+    assert row_a["train_loss"] == row_b["train_loss"]  # same data order, same weights
+    for k, v in a.net.state_dict().items():
+        assert torch.equal(v, b.net.state_dict()[k]), k

@@ -3,12 +3,16 @@
 from .bundle import bundle_info, read_bundle, write_bundle
 from .checkpoint import ModelMeta, build_model, load_checkpoint, save_checkpoint
 from .evaluate import EvalResult, evaluate, report_dict, write_report
+from .inference import InferenceConfig
+from .loading import LoadedModel, load_model
 from .predict import PredictSummary, predict_files
 from .predictor import Segmenter, load
 from .train import TrainResult, train
 
 __all__ = [
     "EvalResult",
+    "InferenceConfig",
+    "LoadedModel",
     "ModelMeta",
     "PredictSummary",
     "Segmenter",
@@ -18,6 +22,7 @@ __all__ = [
     "evaluate",
     "load",
     "load_checkpoint",
+    "load_model",
     "predict_files",
     "read_bundle",
     "report_dict",

@@ -242,6 +242,13 @@ def _checked_inference(inference: Any, where: str) -> dict[str, Any]:
         raise PixelwiseError(
             f"{where}: inference amp {inference['amp']!r} without the check that justifies it"
         )
+    if "crf" in inference:  # the dense CRF's parameters, optional
+        from ..crf import CRFParams
+
+        try:
+            CRFParams(**inference["crf"])
+        except (TypeError, PixelwiseError) as exc:
+            raise PixelwiseError(f"{where}: inference crf: {first_line(exc)}") from None
     return dict(inference)
 
 

@@ -86,33 +86,12 @@ class InferenceConfig:
     # ---- parsing ---------------------------------------------------------------------------------
 
     @classmethod
-    def from_options(
-        cls,
-        *,
-        amp: str | None = None,
-        crf: bool | None = None,
-        tta: bool | None = None,
-        tta_scales: str | None = None,
-        tile: str | None = None,
-        window: int | None = None,
-        overlap: float | None = None,
-        blend: str | None = None,
-        max_whole_pixels: int | None = None,
-    ) -> InferenceConfig:
+    def from_options(cls, **options: Any) -> InferenceConfig:
         """The configuration the inference options of the command line state (``--amp``,
         ``--crf``, ``--tta``, ``--tta-scales``, ``--tile``, ``--window``, ``--overlap``,
-        ``--blend``, ``--max-whole-pixels``); an option left ``None`` keeps its default."""
-        return cls().with_options(
-            amp=amp,
-            crf=crf,
-            tta=tta,
-            tta_scales=tta_scales,
-            tile=tile,
-            window=window,
-            overlap=overlap,
-            blend=blend,
-            max_whole_pixels=max_whole_pixels,
-        )
+        ``--blend``, ``--max-whole-pixels``; the keywords of :meth:`with_options`): the defaults,
+        with the options that are given (not ``None``) changed."""
+        return cls().with_options(**options)
 
     def with_options(
         self,

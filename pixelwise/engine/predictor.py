@@ -116,8 +116,13 @@ class Segmenter:
         self.loaded = dataclasses.replace(loaded, model=net)
         self.amp_dtype = resolve_amp(_model_amp(config.amp, loaded, self.device), self.device)
         use_crf = uses_crf_by_default(loaded.meta) if config.crf is None else config.crf
+        recorded = InferenceConfig.recorded(loaded.recorded_inference)
         self.config = dataclasses.replace(
-            config, amp=_AMP_NAMES[self.amp_dtype], crf=use_crf, channels_last=channels_last
+            config,
+            amp=_AMP_NAMES[self.amp_dtype],
+            crf=use_crf,
+            crf_params=config.crf_params or recorded.crf_params,
+            channels_last=channels_last,
         )
         self.crf = _dense_crf(self.config) if use_crf else None
         self._transform = build_eval_transform(mean=loaded.meta.mean, std=loaded.meta.std)

@@ -1,16 +1,22 @@
 """Training: data checked first, then epochs of mixed-precision SGD/AdamW with a per-step schedule,
 validation every N epochs, atomic checkpoints and an exact ``--resume``.
 
-An output folder holds ``best.ckpt`` (best validation mIoU; weights and metadata), ``last.ckpt`` (all
-state needed to resume: model, optimizer, scheduler, scaler, epoch, step, RNG states), ``metrics.csv``,
-``config.yaml`` (resolved), ``manifest.json`` (versions, git commit, command line) and ``curves.png``.
+An output folder holds ``best.ckpt`` (best validation score by ``train.monitor``, mIoU by default;
+weights and metadata), ``last.ckpt`` (all state needed to resume: model, optimizer, scheduler, scaler,
+epoch, step, RNG states, callback state), ``metrics.csv``, ``config.yaml`` (resolved),
+``manifest.json`` (versions, git commit, command line) and ``curves.png``; with ``train.tensorboard``,
+TensorBoard event files in ``tensorboard/``.
+
+The loop is made of steps, each a function of one mutable :class:`TrainState` (torchvision's
+references keep ``train_one_epoch`` and ``evaluate`` apart the same way): :func:`setup` builds it,
+:func:`resume_from` loads ``last.ckpt`` into it, :func:`train_one_epoch`, :func:`validate` and
+:func:`write_checkpoint` advance and save it, and :func:`fit` runs epochs of them, calling the
+callbacks (:mod:`pixelwise.engine.callbacks`) at each event. :func:`train` does all of it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import logging
 import math
@@ -19,7 +25,8 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
-from .. import __version__
+from .. import __version__, outputs
 from .._atomic import write_text_atomic
 from ..config import RunConfig
 from ..data import (
@@ -40,10 +47,19 @@ from ..data import (
     load_dataset_spec,
 )
 from ..data.classes import IGNORE_INDEX
+from ..data.spec import DatasetSpec
 from ..data.validate import SplitReport
 from ..errors import PixelwiseError
 from ..losses import build_loss, class_weights
 from ..registry import create_model
+from .callbacks import (
+    Callback,
+    CallbackList,
+    Monitor,
+    ValidationResult,
+    ValidationSample,
+    default_callbacks,
+)
 from .checkpoint import ModelMeta, load_checkpoint, read_checksums, save_checkpoint
 from .distributed import (
     DistContext,
@@ -62,34 +78,107 @@ from .guard import (
     remove_stale_temp_files,
     seed_worker,
 )
+from .inference import InferenceConfig
+from .loading import LoadedModel
+from .predictor import Segmenter
 from .runtime import autocast, resolve_amp
-from .visualize import plot_curves
 
-__all__ = ["TrainResult", "train", "build_optimizer", "lr_factor", "resolve_class_weights"]
+__all__ = [
+    "TrainResult",
+    "TrainState",
+    "build_optimizer",
+    "fit",
+    "lr_factor",
+    "resolve_class_weights",
+    "resume_from",
+    "setup",
+    "train",
+    "train_one_epoch",
+    "validate",
+    "write_checkpoint",
+    "write_run_files",
+]
 
 log = logging.getLogger(__name__)
-
-METRIC_FIELDS = [
-    "epoch",
-    "step",
-    "lr",
-    "train_loss",
-    "val_miou",
-    "val_pixel_accuracy",
-    "val_mean_accuracy",
-    "epoch_seconds",
-    "train_images_per_second",
-]
 
 
 @dataclass
 class TrainResult:
+    """How a run ended. ``best_miou`` is the validation mIoU of ``best.ckpt``'s epoch;
+    ``best_score`` its ``monitor`` score (the one that chose it)."""
+
     out_dir: Path
     epochs_run: int
     steps: int
     best_miou: float | None
     best_epoch: int | None
     seconds: float
+    monitor: str = "miou"
+    best_score: float | None = None
+    stopped_early: bool = False
+
+
+@dataclass
+class TrainState:
+    """Everything a run holds while it trains; the step functions read and advance it.
+
+    ``epoch`` counts finished epochs (``train_one_epoch`` trains epoch ``epoch + 1``, 1-based in
+    logs and ``metrics.csv``); ``step`` counts optimizer steps. ``best_score``, ``best_miou`` and
+    ``best_epoch`` describe ``best.ckpt``. ``rows`` are ``metrics.csv``'s rows. ``skip`` and
+    ``partial`` are where a run stopped inside an epoch (batches done, their loss totals). A
+    callback sets ``stop_training`` to end the run after the current epoch.
+    """
+
+    cfg: RunConfig
+    out: Path
+    spec: DatasetSpec
+    meta: ModelMeta
+    ctx: DistContext
+    device: torch.device
+    amp: torch.dtype | None
+    net: torch.nn.Module  # the module itself: saved and validated; DDP's wrapper only trains
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    train_ds: SegmentationDataset
+    val_loader: DataLoader | None
+    monitor: Monitor
+    callbacks: CallbackList
+    per_rank: int  # training images per process and epoch (DistributedSampler pads to equal shares)
+    lr_scale: float = 1.0  # train.lr_scaling's multiplier (1 in a single process)
+    synced_bn: bool = False
+    aux_weight: float = 0.0  # > 0 for models with an auxiliary head
+    progress: bool = True
+    ddp: DistributedDataParallel | None = None
+    epoch: int = 0
+    step: int = 0
+    start_epoch: int = 0
+    best_score: float | None = None
+    best_miou: float = -1.0
+    best_epoch: int | None = None
+    rows: list[dict] = field(default_factory=list)
+    skip: int = 0
+    partial: dict | None = None
+    stop_training: bool = False
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """What trains: DistributedDataParallel's wrapper in a process group, else :attr:`net`."""
+        return self.ddp if self.ddp is not None else self.net
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.ckpt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.ckpt"
+
+    @property
+    def max_steps_reached(self) -> bool:
+        ms = self.cfg.train.max_steps
+        return ms is not None and self.step >= ms
 
 
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -254,12 +343,7 @@ def _no_sync(model: torch.nn.Module, accumulate: bool) -> contextlib.AbstractCon
     return contextlib.nullcontext()
 
 
-def _write_metrics(rows: list[dict], path: Path) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
+# ---- the whole run -------------------------------------------------------------------------------
 
 
 def train(
@@ -268,15 +352,26 @@ def train(
     *,
     resume: bool = False,
     progress: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Train ``cfg`` into ``out_dir``; with ``resume`` continue exactly from ``out_dir/last.ckpt``.
 
     Ctrl-C (SIGINT) stops at the next optimizer step, after saving ``last.ckpt`` there (resumable
     inside the epoch), and raises :class:`~pixelwise.engine.guard.TrainingInterrupted`. With
     ``train.deterministic``, PyTorch runs deterministic algorithms only while training runs.
+
+    Args:
+        cfg: the recipe.
+        out_dir: the run folder.
+        resume: continue the run in ``out_dir``.
+        progress: progress bars.
+        callbacks: called after the built-in ones (:func:`~pixelwise.engine.callbacks.default_callbacks`)
+            at each event of the loop (:mod:`pixelwise.engine.callbacks`).
     """
     with GracefulStop() as stop, deterministic(cfg.train.deterministic):
-        return _train(cfg, out_dir, resume=resume, progress=progress, stop=stop)
+        return _train(
+            cfg, out_dir, resume=resume, progress=progress, stop=stop, callbacks=callbacks
+        )
 
 
 def _train(
@@ -286,6 +381,7 @@ def _train(
     resume: bool,
     progress: bool,
     stop: GracefulStop,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Train ``cfg`` into ``out_dir``; with ``resume`` continue exactly from ``out_dir/last.ckpt``.
 
@@ -295,21 +391,61 @@ def _train(
     """
     t_start = time.perf_counter()
     out = Path(out_dir)
-    last_path, best_path = out / "last.ckpt", out / "best.ckpt"
-    if resume and not last_path.exists():
-        raise PixelwiseError(f"{last_path}: nothing to resume (no last.ckpt in {out})")
-    if not resume and last_path.exists():
+    if resume and not (out / "last.ckpt").exists():
+        raise PixelwiseError(f"{out / 'last.ckpt'}: nothing to resume (no last.ckpt in {out})")
+    if not resume and (out / "last.ckpt").exists():
         raise PixelwiseError(
             f"{out} already holds a run (last.ckpt); pass --resume to continue it or choose another --out"
         )
+    state = setup(cfg, out, progress=progress, callbacks=callbacks)
+    if resume:
+        resume_from(state, state.last_path)
+    distribute(state)
+    write_run_files(state, resumed=resume)
+    fit(state, stop)
+    return TrainResult(
+        out_dir=out,
+        epochs_run=state.epoch - state.start_epoch,
+        steps=state.step,
+        best_miou=state.best_miou if state.best_miou >= 0 else None,
+        best_epoch=state.best_epoch,
+        seconds=time.perf_counter() - t_start,
+        monitor=state.monitor.name,
+        best_score=state.best_score,
+        stopped_early=state.stop_training,
+    )
+
+
+# ---- setup ---------------------------------------------------------------------------------------
+
+
+def setup(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> TrainState:
+    """A run's starting state, built from ``cfg``: the dataset (checked for bad data first), the
+    model, loss, optimizer, learning-rate schedule and gradient scaler, seeded by ``train.seed``;
+    the callbacks the recipe asks for, then ``callbacks``. Writes nothing.
+
+    Raises:
+        PixelwiseError: a bad setting or bad data, in one line.
+    """
     tc = cfg.train
     if tc.batch_size < 1 or tc.grad_accum < 1 or tc.epochs < 1:
         raise PixelwiseError(
             "train.batch_size, train.grad_accum and train.epochs must be at least 1"
         )
+    if tc.early_stopping_patience is not None and not cfg.data.val_split:
+        raise PixelwiseError(
+            "train.early_stopping_patience needs a validation split (data.val_split)"
+        )
+    chosen = [*default_callbacks(cfg), *callbacks]  # a missing optional package fails first
 
-    # --- data, checked before anything else -------------------------------------------------
     spec = load_dataset_spec(cfg.data.dataset)
+    monitor = Monitor.parse(tc.monitor, spec.class_names)
     splits = [cfg.data.train_split] + ([cfg.data.val_split] if cfg.data.val_split else [])
     log.info(
         "dataset %s: %d classes (%s), from %s",
@@ -334,9 +470,59 @@ def _train(
     ctx = current_context()  # under torchrun: one of several processes (engine.distributed)
     device = local_device(tc.device, ctx)
     amp = resolve_amp(tc.amp, device)
-    progress = progress and ctx.is_main
+    train_ds, val_loader = _datasets(cfg, spec, mean, std, ctx)
+    meta = _model_meta(cfg, spec, mean, std)
+    net, synced_bn = _build_net(cfg, meta, ctx, device)
+    loss_fn = build_loss(
+        [(t.name, t.weight, t.params) for t in cfg.loss.terms],
+        class_weights=resolve_class_weights(cfg, spec.class_names, train_report),
+        ignore_index=IGNORE_INDEX,
+    ).to(device)
+    optimizer = build_optimizer(cfg, net)
+    lr_scale = lr_multiplier(tc.lr_scaling, ctx.world_size)  # 1 in a single process
+    for group in optimizer.param_groups:
+        group["lr"] *= lr_scale
+    per_rank = math.ceil(len(train_ds) / ctx.world_size)  # DistributedSampler pads to equal shares
+    total_steps = tc.epochs * max(1, math.ceil(per_rank / tc.batch_size) // tc.grad_accum)
+    if tc.max_steps is not None:
+        total_steps = min(total_steps, tc.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, cfg)
+    )
+    return TrainState(
+        cfg=cfg,
+        out=Path(out_dir),
+        spec=spec,
+        meta=meta,
+        ctx=ctx,
+        device=device,
+        amp=amp,
+        net=net,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
+        train_ds=train_ds,
+        val_loader=val_loader,
+        monitor=monitor,
+        callbacks=CallbackList(chosen, is_main=ctx.is_main),
+        per_rank=per_rank,
+        lr_scale=lr_scale,
+        synced_bn=synced_bn,
+        aux_weight=float(getattr(net, "aux_weight", 0.0)),
+        progress=progress and ctx.is_main,
+    )
 
-    a = cfg.augment
+
+def _datasets(
+    cfg: RunConfig,
+    spec: DatasetSpec,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    ctx: DistContext,
+) -> tuple[SegmentationDataset, DataLoader | None]:
+    """The augmented training split, and the validation loader (this process's share), if any."""
+    a, tc = cfg.augment, cfg.train
     train_ds = SegmentationDataset(
         spec,
         cfg.data.train_split,
@@ -352,27 +538,29 @@ def _train(
         ),
         seed=tc.seed,
     )
-    val_loader = (
-        eval_loader(
-            spec,
-            cfg.data.val_split,
-            mean,
-            std,
-            batch_size=tc.eval_batch_size,
-            num_workers=tc.num_workers,
-            shard=ctx if ctx.enabled else None,
-        )
-        if cfg.data.val_split
-        else None
+    if not cfg.data.val_split:
+        return train_ds, None
+    val_loader = eval_loader(
+        spec,
+        cfg.data.val_split,
+        mean,
+        std,
+        batch_size=tc.eval_batch_size,
+        num_workers=tc.num_workers,
+        shard=ctx if ctx.enabled else None,
     )
+    return train_ds, val_loader
 
-    # --- model, loss, optimisation ----------------------------------------------------------
+
+def _model_meta(
+    cfg: RunConfig, spec: DatasetSpec, mean: tuple[float, ...], std: tuple[float, ...]
+) -> ModelMeta:
     if cfg.model.output == "sigmoid" and spec.num_classes != 2:
         raise PixelwiseError(
             f"model.output 'sigmoid' is for binary data (2 classes); dataset {spec.name!r} has "
             f"{spec.num_classes}: use model.output 'softmax'"
         )
-    meta = ModelMeta(
+    return ModelMeta(
         arch=cfg.model.name,
         num_classes=spec.num_classes,
         in_channels=spec.image_channels,
@@ -385,263 +573,371 @@ def _train(
         output=cfg.model.output,
         threshold=cfg.model.threshold,
     )
-    model = create_model(
+
+
+def _build_net(
+    cfg: RunConfig, meta: ModelMeta, ctx: DistContext, device: torch.device
+) -> tuple[torch.nn.Module, bool]:
+    """The model on ``device`` (channels-last, SyncBatchNorm when asked); whether BN is synced."""
+    net = create_model(
         cfg.model.name,
         num_classes=meta.out_channels,
-        in_channels=spec.image_channels,
+        in_channels=meta.in_channels,
         **cfg.model.params,
     ).to(device)
-    if tc.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model, synced_bn = sync_batchnorm(model, tc.sync_batchnorm, ctx, device)
-    aux_weight = float(getattr(model, "aux_weight", 0.0))  # > 0 for models with an auxiliary head
-    loss_fn = build_loss(
-        [(t.name, t.weight, t.params) for t in cfg.loss.terms],
-        class_weights=resolve_class_weights(cfg, spec.class_names, train_report),
-        ignore_index=IGNORE_INDEX,
-    ).to(device)
-    optimizer = build_optimizer(cfg, model)
-    lr_scale = lr_multiplier(tc.lr_scaling, ctx.world_size)  # 1 in a single process
-    for group in optimizer.param_groups:
-        group["lr"] *= lr_scale
-    per_rank = math.ceil(len(train_ds) / ctx.world_size)  # DistributedSampler pads to equal shares
-    batches_per_epoch = math.ceil(per_rank / tc.batch_size)
-    steps_per_epoch = max(1, batches_per_epoch // tc.grad_accum)
-    total_steps = tc.epochs * steps_per_epoch
-    if tc.max_steps is not None:
-        total_steps = min(total_steps, tc.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, cfg)
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    if cfg.train.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return sync_batchnorm(net, cfg.train.sync_batchnorm, ctx, device)
 
-    start_epoch, step, best_miou, best_epoch = 0, 0, -1.0, None
-    skip, partial = 0, None  # a run stopped inside an epoch: batches done, their loss totals
-    rows: list[dict] = []
-    if resume:
-        ckpt = load_checkpoint(last_path)
-        st = ckpt["train_state"]
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        scaler.load_state_dict(st["scaler"])
-        start_epoch, step = st["epoch"], st["step"]
-        best_miou, best_epoch = st["best_miou"], st["best_epoch"]
-        _set_rng_state(st["rng"])
-        rows = [dict(r) for r in st["metrics"]]
-        skip, partial = st.get("batch", 0), st.get("partial")
-        log.info("resuming %s at epoch %d, step %d", out, start_epoch, step)
-        if st.get("world_size", 1) != ctx.world_size:
-            log.warning(
-                "resuming a run of %d process(es) with %d: the data order differs from an "
-                "uninterrupted run's",
-                st.get("world_size", 1),
-                ctx.world_size,
-            )
-        if st.get("world_size", 1) != ctx.world_size or lr_scale != 1.0:
-            # the rate this run's processes and train.lr_scaling give (as the manifest says)
-            scheduler.base_lrs = [cfg.optim.lr * lr_scale for _ in scheduler.base_lrs]
 
-    net = model  # the module itself: saved and validated; DDP's wrapper only trains
-    if ctx.enabled:
-        model = DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
+def resume_from(state: TrainState, path: str | Path) -> None:
+    """Load a ``last.ckpt`` into ``state``: weights, optimizer, schedule, scaler, epoch, step, best,
+    metrics rows, RNG states, callback state, and where in an epoch it stopped."""
+    cfg, ctx = state.cfg, state.ctx
+    ckpt = load_checkpoint(path)
+    st = ckpt["train_state"]
+    state.net.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(st["optimizer"])
+    state.scheduler.load_state_dict(st["scheduler"])
+    state.scaler.load_state_dict(st["scaler"])
+    state.epoch = state.start_epoch = st["epoch"]
+    state.step = st["step"]
+    state.best_miou, state.best_epoch = st["best_miou"], st["best_epoch"]
+    # older checkpoints: mIoU picked best.ckpt, and -1 meant "not validated yet"
+    was = st.get("monitor", "miou")
+    state.best_score = st.get("best_score", st["best_miou"] if st["best_miou"] >= 0 else None)
+    if was != state.monitor.name:
+        log.warning(
+            "%s kept best.ckpt by %s; train.monitor is now %s: the next validation is the best",
+            path,
+            was,
+            state.monitor.name,
+        )
+        state.best_score = None
+    _set_rng_state(st["rng"])
+    state.rows = [dict(r) for r in st["metrics"]]
+    state.skip, state.partial = st.get("batch", 0), st.get("partial")
+    state.callbacks.load_state_dict(st.get("callbacks", {}))
+    log.info("resuming %s at epoch %d, step %d", state.out, state.epoch, state.step)
+    if st.get("world_size", 1) != ctx.world_size:
+        log.warning(
+            "resuming a run of %d process(es) with %d: the data order differs from an "
+            "uninterrupted run's",
+            st.get("world_size", 1),
+            ctx.world_size,
+        )
+    if st.get("world_size", 1) != ctx.world_size or state.lr_scale != 1.0:
+        # the rate this run's processes and train.lr_scaling give (as the manifest says)
+        base = cfg.optim.lr * state.lr_scale
+        state.scheduler.base_lrs = [base for _ in state.scheduler.base_lrs]
+
+
+def distribute(state: TrainState) -> None:
+    """In a process group, wrap the model in DistributedDataParallel (after any resume, so every
+    process starts from the same weights)."""
+    if state.ctx.enabled and state.ddp is None:
+        d = state.device
+        state.ddp = DistributedDataParallel(
+            state.net, device_ids=[d.index] if d.type == "cuda" else None
         )
 
+
+def write_run_files(state: TrainState, *, resumed: bool) -> None:
+    """Rank 0: the run folder, ``config.yaml`` and ``manifest.json`` (keeping the checkpoint
+    checksums of a resumed run); temporary files of a killed write removed."""
+    if not state.ctx.is_main:
+        return
+    cfg, ctx, tc, out = state.cfg, state.ctx, state.cfg.train, state.out
+    out.mkdir(parents=True, exist_ok=True)
     cfg_dict = cfg.model_dump(mode="json")
-    if ctx.is_main:  # rank 0 alone writes files
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
-        remove_stale_temp_files(out)  # of a run killed while writing
-        manifest = _manifest(cfg, device, amp, resume)
-        manifest["deterministic"] = tc.deterministic
-        manifest["checksums"] = read_checksums(out / "manifest.json") if resume else {}
-        manifest.update(
-            world_size=ctx.world_size,
-            distributed_backend=ctx.backend,
-            per_process_batch_size=tc.batch_size,
-            effective_batch_size=tc.batch_size * tc.grad_accum * ctx.world_size,
-            lr_scaling=tc.lr_scaling,
-            lr=cfg.optim.lr * lr_scale,
-            sync_batchnorm=synced_bn,
-        )
-        write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-
-    def save(path: Path, *, full: bool, epoch: int, position: dict | None = None) -> None:
-        if not ctx.is_main:
-            return
-        payload = {
-            "meta": meta.to_dict(),
-            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "epoch": epoch,
-            "best_miou": best_miou,
-            "config": cfg_dict,
-        }
-        if full:
-            payload["train_state"] = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "step": step,
-                "best_miou": best_miou,
-                "best_epoch": best_epoch,
-                "rng": _rng_state(),
-                "metrics": [dict(r) for r in rows],
-                "world_size": ctx.world_size,
-                **(position or {}),
-            }
-        save_checkpoint(path, payload, manifest=out / "manifest.json")
-
-    def val_logits(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device, non_blocking=True)
-        if tc.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            return net(x).float()
-
-    done = start_epoch
-    for epoch in range(start_epoch, tc.epochs):
-        if tc.max_steps is not None and step >= tc.max_steps:
-            break
-        t0 = time.perf_counter()
-        train_ds.set_epoch(epoch)
-        first = skip if epoch == start_epoch else 0
-        loader = DataLoader(
-            train_ds,
-            batch_size=tc.batch_size,
-            # resuming inside an epoch: the same order, less the batches already done
-            sampler=list(_train_sampler(train_ds, ctx, tc.seed, epoch))[first * tc.batch_size :],
-            num_workers=tc.num_workers,
-            generator=torch.Generator().manual_seed(tc.seed + epoch),  # workers' seeds
-            worker_init_fn=seed_worker,
-            drop_last=per_rank >= tc.batch_size,
-            pin_memory=device.type == "cuda",
-        )
-        model.train()
-        loss_sum, loss_n, images = 0.0, 0, 0
-        if first and partial:
-            loss_sum, loss_n, images = partial["loss_sum"], partial["loss_n"], partial["images"]
-        bar = tqdm(
-            loader,
-            desc=f"epoch {epoch + 1}/{tc.epochs}",
-            disable=not progress,
-            unit="batch",
-            dynamic_ncols=True,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(bar):
-            x = batch["image"].to(device, non_blocking=True)
-            y = batch["mask"].to(device, non_blocking=True)
-            if tc.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with _no_sync(model, (i + 1) % tc.grad_accum != 0), autocast(device, amp):
-                if aux_weight:  # deep supervision (PSPNet): weighted loss of the auxiliary head
-                    heads = model(x, return_aux=True)
-                    logits, aux_logits = heads["out"], heads["aux"]
-                else:
-                    logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            if aux_weight:
-                loss = loss + aux_weight * loss_fn(aux_logits.float(), y)
-            if not torch.isfinite(loss):
-                raise PixelwiseError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
-                    f"batch: {', '.join(Path(p).name for p in batch['path'][:4])}; "
-                    f"last good checkpoint: {last_path if last_path.exists() else 'none'}"
-                )
-            scaler.scale(loss / tc.grad_accum).backward()
-            loss_sum += loss.item() * x.shape[0]
-            loss_n += x.shape[0]
-            images += x.shape[0]
-            if (i + 1) % tc.grad_accum == 0:
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                step += 1
-                bar.set_postfix(
-                    loss=f"{loss_sum / loss_n:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}"
-                )
-                if tc.max_steps is not None and step >= tc.max_steps:
-                    break
-                if stop.requested:  # Ctrl-C: save where the run stands, then stop
-                    if ctx.enabled:
-                        raise KeyboardInterrupt
-                    at = {"loss_sum": loss_sum, "loss_n": loss_n, "images": images}
-                    save(
-                        last_path,
-                        full=True,
-                        epoch=epoch,
-                        position={"batch": first + i + 1, "partial": at},
-                    )
-                    raise TrainingInterrupted(
-                        f"interrupted at epoch {epoch + 1}, step {step}: saved {last_path}; "
-                        "continue with --resume"
-                    )
-        bar.close()
-        if ctx.enabled:  # the epoch's loss and images over every process
-            totals = all_reduce_sum(torch.tensor([loss_sum, loss_n, images], dtype=torch.float64))
-            loss_sum, loss_n, images = totals[0].item(), int(totals[1]), int(totals[2])
-        train_seconds = time.perf_counter() - t0
-        row = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": loss_sum / max(1, loss_n),
-            "val_miou": "",
-            "val_pixel_accuracy": "",
-            "val_mean_accuracy": "",
-            "train_images_per_second": round(images / max(train_seconds, 1e-9), 3),
-        }
-        last_epoch = epoch + 1 == tc.epochs or (tc.max_steps is not None and step >= tc.max_steps)
-        if val_loader is not None and ((epoch + 1) % tc.val_every == 0 or last_epoch):
-            model.eval()
-            with torch.no_grad():
-                scores = reduce_confusion(  # every process scores its share; totals summed
-                    confusion_over(
-                        val_logits,
-                        val_loader,
-                        spec.num_classes,
-                        threshold=meta.threshold,
-                        progress=progress,
-                        desc="validate",
-                    )
-                ).scores()
-            row.update(
-                val_miou=round(scores.miou, 6),
-                val_pixel_accuracy=round(scores.pixel_accuracy, 6),
-                val_mean_accuracy=round(scores.mean_accuracy, 6),
-            )
-            if scores.miou > best_miou:
-                best_miou, best_epoch = scores.miou, epoch + 1
-                save(best_path, full=False, epoch=epoch + 1)
-        elif val_loader is None:
-            best_epoch = epoch + 1
-            save(best_path, full=False, epoch=epoch + 1)
-        row["epoch_seconds"] = round(time.perf_counter() - t0, 3)
-        rows.append(row)
-        log.info(
-            "epoch %d/%d: step %d, loss %.4f, lr %.2e, %.1f img/s, %.0fs%s",
-            epoch + 1,
-            tc.epochs,
-            step,
-            row["train_loss"],
-            row["lr"],
-            row["train_images_per_second"],
-            row["epoch_seconds"],
-            f", val mIoU {100 * row['val_miou']:.2f}%" if row["val_miou"] != "" else "",
-        )
-        if ctx.is_main:
-            _write_metrics(rows, out / "metrics.csv")
-            plot_curves(rows, out / "curves.png")
-        save(last_path, full=True, epoch=epoch + 1)
-        done = epoch + 1
-    return TrainResult(
-        out_dir=out,
-        epochs_run=done - start_epoch,
-        steps=step,
-        best_miou=best_miou if best_miou >= 0 else None,
-        best_epoch=best_epoch,
-        seconds=time.perf_counter() - t_start,
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
+    remove_stale_temp_files(out)  # of a run killed while writing
+    manifest = _manifest(cfg, state.device, state.amp, resumed)
+    manifest["deterministic"] = tc.deterministic
+    manifest["checksums"] = read_checksums(out / "manifest.json") if resumed else {}
+    manifest.update(
+        world_size=ctx.world_size,
+        distributed_backend=ctx.backend,
+        per_process_batch_size=tc.batch_size,
+        effective_batch_size=tc.batch_size * tc.grad_accum * ctx.world_size,
+        lr_scaling=tc.lr_scaling,
+        lr=cfg.optim.lr * state.lr_scale,
+        sync_batchnorm=state.synced_bn,
     )
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+
+def write_checkpoint(state: TrainState, kind: str, *, position: dict | None = None) -> Path:
+    """Rank 0: write ``best.ckpt`` (``kind`` "best": weights and metadata) or ``last.ckpt`` ("last":
+    also everything :func:`resume_from` needs; ``position``: where in an epoch it stopped), record
+    its checksum in the manifest, and tell the callbacks. Returns the path."""
+    if kind not in ("best", "last"):
+        raise ValueError(f"checkpoint kind must be 'best' or 'last', got {kind!r}")
+    path = state.out / f"{kind}.ckpt"
+    if not state.ctx.is_main:
+        return path
+    payload = {
+        "meta": state.meta.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in state.net.state_dict().items()},
+        "epoch": state.epoch,
+        "best_miou": state.best_miou,
+        "config": state.cfg.model_dump(mode="json"),
+    }
+    if kind == "last":
+        payload["train_state"] = {
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "scaler": state.scaler.state_dict(),
+            "epoch": state.epoch,
+            "step": state.step,
+            "best_miou": state.best_miou,
+            "best_epoch": state.best_epoch,
+            "monitor": state.monitor.name,
+            "best_score": state.best_score,
+            "rng": _rng_state(),
+            "metrics": [dict(r) for r in state.rows],
+            "world_size": state.ctx.world_size,
+            "callbacks": state.callbacks.state_dict(),
+            **(position or {}),
+        }
+    save_checkpoint(path, payload, manifest=state.out / "manifest.json")
+    state.callbacks.on_checkpoint(state, path, kind)
+    return path
+
+
+# ---- one epoch -----------------------------------------------------------------------------------
+
+
+def train_one_epoch(state: TrainState, stop: GracefulStop | None = None) -> dict:
+    """Train epoch ``state.epoch + 1`` (from where a resumed run stopped inside it), advancing
+    ``state.step`` and ``state.epoch``; return its ``metrics.csv`` row (validation columns empty).
+
+    After each optimizer step: stop at ``train.max_steps``; on ``stop.requested`` (Ctrl-C), save a
+    resumable ``last.ckpt`` there and raise :class:`~pixelwise.engine.guard.TrainingInterrupted`.
+
+    Raises:
+        PixelwiseError: the loss is not finite (naming the epoch, step, batch files and last
+            good checkpoint).
+    """
+    tc = state.cfg.train
+    t0 = time.perf_counter()
+    first = state.skip
+    done = state.partial if first and state.partial else {}
+    loss_sum, loss_n, images = (done.get(k, 0) for k in ("loss_sum", "loss_n", "images"))
+    state.skip, state.partial = 0, None
+    bar = tqdm(
+        _epoch_loader(state, first),
+        desc=f"epoch {state.epoch + 1}/{tc.epochs}",
+        disable=not state.progress,
+        unit="batch",
+        dynamic_ncols=True,
+    )
+    state.model.train()
+    state.optimizer.zero_grad(set_to_none=True)
+    for i, batch in enumerate(bar):
+        loss = _forward_backward(state, batch, accumulate=(i + 1) % tc.grad_accum != 0)
+        n = batch["image"].shape[0]
+        loss_sum += loss * n
+        loss_n += n
+        images += n
+        if (i + 1) % tc.grad_accum:
+            continue
+        _optimizer_step(state)
+        bar.set_postfix(
+            loss=f"{loss_sum / loss_n:.4f}", lr=f"{state.optimizer.param_groups[0]['lr']:.2e}"
+        )
+        if state.max_steps_reached:
+            break
+        if stop is not None and stop.requested:  # Ctrl-C: save where the run stands, then stop
+            at = {"loss_sum": loss_sum, "loss_n": loss_n, "images": images}
+            _interrupt(state, {"batch": first + i + 1, "partial": at})
+    bar.close()
+    if state.ctx.enabled:  # the epoch's loss and images over every process
+        summed = all_reduce_sum(torch.tensor([loss_sum, loss_n, images], dtype=torch.float64))
+        loss_sum, loss_n, images = summed[0].item(), int(summed[1]), int(summed[2])
+    seconds = time.perf_counter() - t0
+    state.epoch += 1
+    return {
+        "epoch": state.epoch,
+        "step": state.step,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "train_loss": loss_sum / max(1, loss_n),
+        "val_miou": "",
+        "val_pixel_accuracy": "",
+        "val_mean_accuracy": "",
+        "train_images_per_second": round(images / max(seconds, 1e-9), 3),
+    }
+
+
+def _epoch_loader(state: TrainState, skip: int) -> DataLoader:
+    """Epoch ``state.epoch + 1``'s batches in their seeded order, less the first ``skip``."""
+    tc, epoch = state.cfg.train, state.epoch
+    state.train_ds.set_epoch(epoch)
+    order = list(_train_sampler(state.train_ds, state.ctx, tc.seed, epoch))
+    return DataLoader(
+        state.train_ds,
+        batch_size=tc.batch_size,
+        sampler=order[skip * tc.batch_size :],  # resuming inside an epoch: the batches not done
+        num_workers=tc.num_workers,
+        generator=torch.Generator().manual_seed(tc.seed + epoch),  # workers' seeds
+        worker_init_fn=seed_worker,
+        drop_last=state.per_rank >= tc.batch_size,
+        pin_memory=state.device.type == "cuda",
+    )
+
+
+def _forward_backward(state: TrainState, batch: dict, *, accumulate: bool) -> float:
+    """Forward a batch, back-propagate its (scaled, accumulated) loss; return the loss."""
+    tc, device, model = state.cfg.train, state.device, state.model
+    x = batch["image"].to(device, non_blocking=True)
+    y = batch["mask"].to(device, non_blocking=True)
+    if tc.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with _no_sync(model, accumulate), autocast(device, state.amp):
+        if state.aux_weight:  # deep supervision (PSPNet): weighted loss of the auxiliary head
+            heads = model(x, return_aux=True)
+            logits, aux_logits = heads["out"], heads["aux"]
+        else:
+            logits = model(x)
+    loss = state.loss_fn(logits.float(), y)
+    if state.aux_weight:
+        loss = loss + state.aux_weight * state.loss_fn(aux_logits.float(), y)
+    if not torch.isfinite(loss):
+        last = state.last_path
+        raise PixelwiseError(
+            f"loss became {loss.item()} at epoch {state.epoch + 1}, step {state.step}; "
+            f"batch: {', '.join(Path(p).name for p in batch['path'][:4])}; "
+            f"last good checkpoint: {last if last.exists() else 'none'}"
+        )
+    state.scaler.scale(loss / tc.grad_accum).backward()
+    return loss.item()
+
+
+def _optimizer_step(state: TrainState) -> None:
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scheduler.step()
+    state.step += 1
+
+
+def _interrupt(state: TrainState, position: dict) -> None:
+    """Ctrl-C between optimizer steps: save a ``last.ckpt`` that resumes at ``position`` and raise
+    :class:`~pixelwise.engine.guard.TrainingInterrupted` (under torchrun, ``KeyboardInterrupt``)."""
+    if state.ctx.enabled:
+        raise KeyboardInterrupt
+    path = write_checkpoint(state, "last", position=position)
+    raise TrainingInterrupted(
+        f"interrupted at epoch {state.epoch + 1}, step {state.step}: saved {path}; "
+        "continue with --resume"
+    )
+
+
+# ---- validation ----------------------------------------------------------------------------------
+
+
+def validation_config(cfg: RunConfig) -> InferenceConfig:
+    """How validation runs the network: the training precision (``train.amp``) and memory layout,
+    no TTA and no CRF (validation scores the network itself), tiling as ``evaluate`` defaults it."""
+    return InferenceConfig(amp=cfg.train.amp, crf=False, channels_last=cfg.train.channels_last)
+
+
+def validation_segmenter(
+    net: torch.nn.Module, meta: ModelMeta, device: torch.device, config: InferenceConfig
+) -> Segmenter:
+    """The network being trained, bound to ``config``: validation's logits come from
+    :meth:`Segmenter.logits`, the one inference path that evaluate, predict and serve take."""
+    return Segmenter(LoadedModel(net, meta), config=config, device=device)
+
+
+def validate(state: TrainState, *, samples: int = 0) -> ValidationResult:
+    """Score the model on the validation split: each process scores its share, the confusion
+    matrices are summed, every score comes from the totals. ``samples``: keep that many of this
+    process's images with their predictions and masks (for pictures)."""
+    if state.val_loader is None:
+        raise PixelwiseError("validation needs a validation split (data.val_split)")
+    kept: list[ValidationSample] = []
+    mean = torch.tensor(state.meta.mean).view(-1, 1, 1)
+    std = torch.tensor(state.meta.std).view(-1, 1, 1)
+
+    def labels(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        pred = outputs.labels(logits, state.meta.threshold)
+        for image, p, m in zip(batch["image"], pred, batch["mask"], strict=True):
+            if len(kept) >= samples:
+                break
+            pixels = ((image * std + mean) * 255).clamp(0, 255).round().to(torch.uint8)
+            kept.append(
+                ValidationSample(pixels.permute(1, 2, 0).numpy(), p.cpu().numpy(), m.numpy())
+            )
+        return pred
+
+    state.model.eval()
+    with torch.no_grad():
+        seg = validation_segmenter(
+            state.net, state.meta, state.device, validation_config(state.cfg)
+        )
+        cm = confusion_over(
+            seg.logits,
+            state.val_loader,
+            state.spec.num_classes,
+            threshold=state.meta.threshold,
+            progress=state.progress,
+            desc="validate",
+            labels_fn=labels if samples > 0 else None,
+        )
+    return ValidationResult(reduce_confusion(cm).scores(), kept)  # totals over every process
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+
+
+def fit(state: TrainState, stop: GracefulStop | None = None) -> None:
+    """Train epochs from ``state.epoch`` until ``train.epochs``, ``train.max_steps`` or a callback's
+    ``state.stop_training``: each epoch is trained, validated when due (every ``train.val_every``
+    epochs, and the last), then ``best.ckpt`` (when the monitored score improved; every epoch
+    without a validation split), the callbacks' epoch end and ``last.ckpt``."""
+    tc = state.cfg.train
+    state.callbacks.on_train_start(state)
+    try:
+        while state.epoch < tc.epochs and not state.max_steps_reached and not state.stop_training:
+            t0 = time.perf_counter()
+            row = train_one_epoch(state, stop)
+            last = state.epoch == tc.epochs or state.max_steps_reached
+            if state.val_loader is not None and (state.epoch % tc.val_every == 0 or last):
+                result = validate(state, samples=state.callbacks.validation_samples)
+                _record_validation(state, result, row)
+            elif state.val_loader is None:
+                state.best_epoch = state.epoch
+                write_checkpoint(state, "best")
+            row["epoch_seconds"] = round(time.perf_counter() - t0, 3)
+            state.rows.append(row)
+            state.callbacks.on_epoch_end(state, row)
+            write_checkpoint(state, "last")
+    finally:
+        state.callbacks.on_train_end(state)
+
+
+def _record_validation(state: TrainState, result: ValidationResult, row: dict) -> None:
+    """Put a validation's scores in ``row``; when the monitored score beats the best so far (or no
+    epoch was best yet), make this epoch the best; tell the callbacks; write ``best.ckpt``."""
+    s = result.scores
+    score = state.monitor.value(s)
+    row.update(
+        val_miou=round(s.miou, 6),
+        val_pixel_accuracy=round(s.pixel_accuracy, 6),
+        val_mean_accuracy=round(s.mean_accuracy, 6),
+        val_mean_dice=round(s.mean_dice, 6),
+        val_monitor=round(score, 6),
+    )
+    improved = not math.isnan(score) and (state.best_score is None or score > state.best_score)
+    if improved:
+        state.best_score = score
+    best = improved or state.best_epoch is None
+    if best:
+        state.best_miou, state.best_epoch = s.miou, state.epoch
+    state.callbacks.on_validation(state, result)
+    if best:
+        write_checkpoint(state, "best")
