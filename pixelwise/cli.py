@@ -29,8 +29,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain: "[default: all]" is text, not a markup tag
 )
-data_app = typer.Typer(help="Dataset tools.", no_args_is_help=True)
+data_app = typer.Typer(help="Dataset tools.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
@@ -44,6 +45,15 @@ _ModelOption = Annotated[
         f"model; omitted: the bundled {DEFAULT_MODEL!r} model. An existing file wins over a name."
     ),
 ]
+
+
+# the dataset argument and split option of the data commands
+_DataArgument = Annotated[Path, typer.Argument(help="Dataset YAML or folder.")]
+
+
+def _splits(verb: str) -> object:
+    """The ``--split`` option of a data command (repeatable; all splits when omitted)."""
+    return Annotated[list[str] | None, typer.Option(help=f"Split(s) to {verb} [default: all].")]
 
 
 def _say(text: object, *, err: bool = False) -> None:
@@ -121,9 +131,14 @@ def train(
     if not ctx.is_main:
         return
     best = "—" if result.best_miou is None else f"{100 * result.best_miou:.2f}%"
-    console.print(
+    chosen = ""
+    if result.monitor != "miou" and result.best_score is not None:
+        chosen = f", chosen by {result.monitor} {100 * result.best_score:.2f}%"
+    early = "; stopped early (train.early_stopping_patience)" if result.stopped_early else ""
+    _say(
         f"trained {result.epochs_run} epoch(s), {result.steps} steps in {result.seconds:.0f}s; "
-        f"best val mIoU {best} (epoch {result.best_epoch}); outputs in {result.out_dir}"
+        f"best val mIoU {best} (epoch {result.best_epoch}{chosen}){early}; "
+        f"outputs in {result.out_dir}"
     )
 
 
@@ -457,10 +472,8 @@ def demo(
 
 @data_app.command("validate")
 def data_validate(
-    data: Annotated[Path, typer.Argument(help="Dataset YAML or folder.")],
-    split: Annotated[
-        list[str] | None, typer.Option(help="Split(s) to check [default: all].")
-    ] = None,
+    data: _DataArgument,
+    split: _splits("check") = None,
     decode_images: Annotated[
         bool,
         typer.Option(
@@ -496,10 +509,8 @@ def data_validate(
 
 @data_app.command("inspect")
 def data_inspect(
-    data: Annotated[Path, typer.Argument(help="Dataset YAML or folder.")],
-    split: Annotated[
-        list[str] | None, typer.Option(help="Split(s) to inspect [default: all].")
-    ] = None,
+    data: _DataArgument,
+    split: _splits("inspect") = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Folder for inspect.txt, inspect.json and inspect.png [default: none]."),
@@ -533,9 +544,7 @@ def data_convert(
     to: Annotated[
         str, typer.Option(help="Masks written: index (grey), palette (indexed colour) or rgb.")
     ] = "index",
-    split: Annotated[
-        list[str] | None, typer.Option(help="Split(s) to convert [default: all].")
-    ] = None,
+    split: _splits("convert") = None,
     map_: Annotated[
         list[str] | None,
         typer.Option(
@@ -586,7 +595,7 @@ def data_convert(
 
 @data_app.command("split")
 def data_split(
-    data: Annotated[Path, typer.Argument(help="Dataset YAML or folder.")],
+    data: _DataArgument,
     out: Annotated[Path, typer.Option(help="Folder for <split>.txt list files and dataset.yaml.")],
     source: Annotated[
         str, typer.Option("--from", help="The split whose samples are divided.")
@@ -626,7 +635,7 @@ def data_split(
 
 @data_app.command("weights")
 def data_weights(
-    data: Annotated[Path, typer.Argument(help="Dataset YAML or folder.")],
+    data: _DataArgument,
     split: Annotated[str, typer.Option(help="Split whose pixels are counted.")] = "train",
     beta: Annotated[
         float, typer.Option(help="effective_number's beta (close to 1 for pixel counts).")

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import PixelwiseError, pydantic_message
+from .errors import PixelwiseError, first_line, pydantic_message
 
 __all__ = [
     "DataConfig",
@@ -200,7 +200,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise PixelwiseError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        raise PixelwiseError(f"{p}: invalid YAML ({first_line(exc)})") from None
     if not isinstance(raw, dict):
         raise PixelwiseError(f"{p}: expected a mapping of sections (data, model, train, ...)")
     data = raw.get("data")

@@ -19,8 +19,8 @@ import pixelwise
 from pixelwise import cli
 from pixelwise.engine import Segmenter
 from pixelwise.engine.bundle import bundle_info, read_bundle, write_bundle
-from pixelwise.engine.loading import load_model, resolve_model
 from pixelwise.engine.checkpoint import ModelMeta, save_checkpoint
+from pixelwise.engine.loading import load_model, resolve_model
 from pixelwise.errors import PixelwiseError
 from pixelwise.pretrained import ENV_VAR, bundled_path, list_bundled, pretrained_dir, search_dirs
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from helpers import toy_dataset
 from PIL import Image
+from torch import nn
 
 import pixelwise
 from pixelwise.crf import CRFParams
@@ -226,7 +226,9 @@ def test_bad_options_are_one_line_errors(options: dict, message: str) -> None:
 def test_a_variant_shares_the_model_and_keeps_the_crf_parameters() -> None:
     """The service's per-request variants: the network is shared, the CRF keeps its parameters
     (it used to fall back to DeepLab v1's defaults)."""
-    seg = Segmenter(_loaded(), config=InferenceConfig(crf=False, crf_params=SMALL_CRF), device="cpu")
+    seg = Segmenter(
+        _loaded(), config=InferenceConfig(crf=False, crf_params=SMALL_CRF), device="cpu"
+    )
     variant = seg.with_config(seg.config.with_options(crf=True))
     assert variant.model is seg.model
     assert variant.crf is not None and variant.crf.params == SMALL_CRF

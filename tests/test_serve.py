@@ -34,11 +34,11 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from pixelwise.engine import Segmenter, predict_files  # noqa: E402
 from pixelwise.engine.checkpoint import ModelMeta  # noqa: E402
+from pixelwise.engine.inference import InferenceConfig  # noqa: E402
 from pixelwise.engine.regions import rle_decode  # noqa: E402
 from pixelwise.engine.tta import TTAConfig  # noqa: E402
 from pixelwise.errors import PixelwiseError  # noqa: E402
 from pixelwise.serve import ServeSettings, create_app  # noqa: E402
-from pixelwise.engine.inference import InferenceConfig  # noqa: E402
 from pixelwise.serve.batching import MicroBatcher, QueueFull  # noqa: E402
 from pixelwise.serve.limits import MULTIPART_SLACK  # noqa: E402
 
