@@ -436,3 +436,26 @@ def test_camvid_layout_is_detected(tmp_path: Path) -> None:
     (labels,) = _labels(spec, "test")
     np.testing.assert_array_equal(labels, np.where(lab == 11, 255, lab))
     assert detect_format(tmp_path) is None
+
+
+def test_detection_by_file_head(tmp_path: Path) -> None:
+    # COCO: the first annotations/*.json without LabelMe's "shapes"; LabelMe: with them; CVAT: the
+    # head of annotations.xml. An unreadable (non-UTF-8) file is no format, not an error.
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    (coco / "annotations" / "a.json").write_text('{"images": [], "annotations": []}')
+    assert get_format("coco").detect(coco)
+    labelme = tmp_path / "labelme"
+    labelme.mkdir()
+    (labelme / "x.json").write_text('{"shapes": []}')
+    assert get_format("labelme").detect(labelme) and not get_format("coco").detect(labelme)
+    (coco / "annotations" / "a.json").write_text('{"shapes": []}')
+    assert not get_format("coco").detect(coco)
+    cvat = tmp_path / "cvat"
+    cvat.mkdir()
+    (cvat / "annotations.xml").write_text('<?xml version="1.0"?>\n<annotations></annotations>')
+    assert get_format("cvat").detect(cvat)
+    for path in (coco / "annotations" / "a.json", labelme / "x.json", cvat / "annotations.xml"):
+        path.write_bytes(b"\xff\xfe\x00 not utf-8")
+    assert not any(get_format(n).detect(r) for n, r in [("coco", coco), ("labelme", labelme)])
+    assert not get_format("cvat").detect(cvat)

@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from pixelwise.errors import PixelwiseError
 from pixelwise.losses import (
     LOSSES,
+    BCELoss,
     CrossEntropyLoss,
+    DiceLoss,
+    FocalLoss,
+    FocalTverskyLoss,
+    LovaszSoftmaxLoss,
+    TverskyLoss,
     binary_cross_entropy,
     build_loss,
     cross_entropy,
@@ -566,3 +572,43 @@ def test_every_registered_loss_builds_and_combines() -> None:
     )
     with pytest.raises(PixelwiseError, match="empty"):
         build_loss([])
+
+
+# Every module with every non-default option: the module passes each argument on to its function.
+MODULE_CASES = [
+    (CrossEntropyLoss, cross_entropy, {"label_smoothing": 0.2}),
+    (FocalLoss, focal_loss, {"gamma": 1.5, "alpha": [0.2, 0.3, 0.1, 0.4]}),
+    (DiceLoss, dice_loss, {"smooth": 0.5, "include_background": False, "per_image": True}),
+    (DiceLoss, dice_loss, {"squared": True}),
+    (
+        TverskyLoss,
+        tversky_loss,
+        {"alpha": 0.6, "beta": 0.4, "gamma": 2.0, "smooth": 0.0, "per_image": True},
+    ),
+    (TverskyLoss, tversky_loss, {"include_background": False}),
+    (FocalTverskyLoss, focal_tversky_loss, {"beta": 0.9, "per_image": True}),
+    (
+        LovaszSoftmaxLoss,
+        lovasz_softmax_loss,
+        {"per_image": True, "include_background": False, "only_present": False},
+    ),
+]
+
+
+@pytest.mark.parametrize(("module", "fn", "kw"), MODULE_CASES)
+def test_modules_pass_every_argument_to_their_function(module, fn, kw: dict) -> None:  # noqa: ANN001
+    logits, target = _batch(3)
+    target[target == 3] = 0  # an absent class, so that only_present counts
+    shared = {"weight": WEIGHTS, "ignore_index": 255}
+    loss = module(**shared, **kw)
+    assert loss.weight is not None and loss.ignore_index == 255
+    torch.testing.assert_close(loss(logits, target), fn(logits, target, **shared, **kw))
+    # the default module equals the default function (FocalTversky: gamma 0.75)
+    torch.testing.assert_close(module()(logits, target), fn(logits, target))
+
+
+def test_bce_module_passes_its_arguments() -> None:
+    logits, target = _batch(4)
+    z, t = logits[:, :1], target.clamp(max=1)
+    kw = {"weight": [1.0, 3.0], "label_smoothing": 0.1}
+    torch.testing.assert_close(BCELoss(**kw)(z, t), binary_cross_entropy(z, t, **kw))

@@ -84,6 +84,61 @@ def _rint(x: np.float32) -> np.float32:
 
 
 @numba.njit(cache=True, nogil=True)
+def _feature_scale(d: int) -> np.ndarray:
+    """Per-coordinate embedding scale (the reference's float32 ``scale_factor``), for d features."""
+    inv_std = np.float32(math.sqrt(2.0 / 3.0) * (d + 1))
+    scale = np.empty(d, np.float32)
+    for i in range(d):
+        scale[i] = np.float32(1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std)
+    return scale
+
+
+@numba.njit(cache=True, nogil=True)
+def _initial_capacity(n: int) -> int:
+    """Hash-table size for n points; it grows as needed (lattices hold far fewer vertices than points)."""
+    capacity = 1024
+    while capacity < n // 2:
+        capacity *= 2
+    return capacity
+
+
+@numba.njit(cache=True, nogil=True)
+def _rehash_general(keys: np.ndarray, filled: int, capacity: int):
+    """A table of ``capacity`` slots holding the first ``filled`` rows of ``keys``: (table, keys,
+    mask), ``keys`` copied into room for ``capacity // 2`` keys."""
+    mask = np.uint64(capacity - 1)
+    table = np.full(capacity, -1, np.int32)
+    bigger = np.empty((capacity // 2 + 1, keys.shape[1]), np.int32)
+    bigger[:filled] = keys[:filled]
+    for e in range(filled):
+        h = _hash(bigger[e], mask)
+        while table[h] != -1:
+            h = (h + 1) & mask
+        table[h] = e
+    return table, bigger, mask
+
+
+@numba.njit(cache=True, nogil=True)
+def _general_neighbours(table, keys, mask, m) -> np.ndarray:
+    """Blur neighbours ((d+1) × m × 2, 1-based, 0 = none) of the first ``m`` vertex keys."""
+    d = keys.shape[1]
+    neighbours = np.empty((d + 1, m, 2), np.int32)
+    n1 = np.empty(d, np.int32)
+    n2 = np.empty(d, np.int32)
+    for j in range(d + 1):
+        for i in range(m):
+            for c in range(d):
+                n1[c] = keys[i, c] - 1
+                n2[c] = keys[i, c] + 1
+            if j < d:
+                n1[j] = keys[i, j] + d
+                n2[j] = keys[i, j] - d
+            neighbours[j, i, 0] = _find(table, keys, n1, mask, m, False)[0] + 1
+            neighbours[j, i, 1] = _find(table, keys, n2, mask, m, False)[0] + 1
+    return neighbours
+
+
+@numba.njit(cache=True, nogil=True)
 def _build_general(features: np.ndarray):
     """Lattice of ``features`` (N, d) float32: per-point vertex indices (1-based, N × (d+1)) and
     barycentric weights, and the blur neighbours ((d+1) × M × 2, 1-based, 0 = none).
@@ -92,10 +147,7 @@ def _build_general(features: np.ndarray):
     :func:`_build_packed`)."""
     n, d = features.shape
     d1 = d + 1
-    inv_std = np.float32(math.sqrt(2.0 / 3.0) * d1)
-    scale = np.empty(d, np.float32)
-    for i in range(d):
-        scale[i] = np.float32(1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std)
+    scale = _feature_scale(d)
     canonical = np.empty((d1, d1), np.int32)
     for i in range(d1):
         for j in range(d1):
@@ -105,12 +157,8 @@ def _build_general(features: np.ndarray):
 
     offsets = np.empty((n, d1), np.int32)
     bary_out = np.empty((n, d1), np.float32)
-    capacity = 1024  # grows as needed; lattices hold far fewer vertices than points
-    while capacity < n // 2:
-        capacity *= 2
-    table = np.full(capacity, -1, np.int32)
-    keys = np.empty((capacity // 2 + 1, d), np.int32)
-    mask = np.uint64(capacity - 1)
+    capacity = _initial_capacity(n)
+    table, keys, mask = _rehash_general(np.empty((0, d), np.int32), 0, capacity)
     filled = 0
 
     elevated = np.empty(d1, np.float32)
@@ -168,16 +216,7 @@ def _build_general(features: np.ndarray):
                 continue
             if 2 * (filled + 1) > capacity:  # grow: double the table, reinsert every key
                 capacity *= 2
-                mask = np.uint64(capacity - 1)
-                table = np.full(capacity, -1, np.int32)
-                bigger = np.empty((capacity // 2 + 1, d), np.int32)
-                bigger[:filled] = keys[:filled]
-                keys = bigger
-                for e in range(filled):
-                    h = _hash(keys[e], mask)
-                    while table[h] != -1:
-                        h = (h + 1) & mask
-                    table[h] = e
+                table, keys, mask = _rehash_general(keys, filled, capacity)
             e, inserted = _find(table, keys, key, mask, filled, True)
             if inserted:
                 filled += 1
@@ -186,22 +225,7 @@ def _build_general(features: np.ndarray):
             last_e[r] = e + 1
             for i in range(d):
                 last[r, i] = key[i]
-
-    m = filled
-    neighbours = np.empty((d1, m, 2), np.int32)
-    n1 = np.empty(d, np.int32)
-    n2 = np.empty(d, np.int32)
-    for j in range(d1):
-        for i in range(m):
-            for c in range(d):
-                n1[c] = keys[i, c] - 1
-                n2[c] = keys[i, c] + 1
-            if j < d:
-                n1[j] = keys[i, j] + d
-                n2[j] = keys[i, j] - d
-            neighbours[j, i, 0] = _find(table, keys, n1, mask, filled, False)[0] + 1
-            neighbours[j, i, 1] = _find(table, keys, n2, mask, filled, False)[0] + 1
-    return offsets, bary_out, neighbours
+    return offsets, bary_out, _general_neighbours(table, keys, mask, filled)
 
 
 _B = 64  # points per block of the vectorised embedding
@@ -215,100 +239,152 @@ def _mix(code: np.int64, mask: np.int64) -> np.int64:
 
 
 @numba.njit(cache=True, nogil=True)
+def _probe(tkeys: np.ndarray, mask: np.int64, code: np.int64) -> np.int64:
+    """Slot of ``code`` in the open-addressing table ``tkeys``, or the empty slot (-1) it would take."""
+    h = _mix(code, mask)
+    while tkeys[h] != -1 and tkeys[h] != code:
+        h = (h + 1) & mask
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def _rehash_packed(vcodes: np.ndarray, filled: int, capacity: int):
+    """A table of ``capacity`` slots holding the ``filled`` codes of ``vcodes``: (tkeys, tvals,
+    vcodes, mask), ``vcodes`` copied into room for ``capacity // 2`` codes."""
+    mask = np.int64(capacity - 1)
+    tkeys = np.full(capacity, -1, np.int64)
+    tvals = np.empty(capacity, np.int32)
+    bigger = np.empty(capacity // 2 + 1, np.int64)
+    bigger[:filled] = vcodes[:filled]
+    for e in range(filled):
+        g = _probe(tkeys, mask, bigger[e])
+        tkeys[g] = bigger[e]
+        tvals[g] = e
+    return tkeys, tvals, bigger, mask
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_scratch(d1: int):
+    """Scratch for :func:`_embed_block`: elevated point, remainder-0 point and rank ((d+1) × _B), the
+    running sum, the rank offset and vertex 0's code (_B each)."""
+    return (
+        np.empty((d1, _B), np.float32),
+        np.empty((d1, _B), np.float32),
+        np.empty((d1, _B), np.int32),
+        np.empty(_B, np.float32),
+        np.empty(_B, np.int32),
+        np.empty(_B, np.int64),
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _embed_block(features, k0, nb, scale, lo, stride, stride_sum, bary, codes, scratch) -> None:
+    """Embed points ``k0 .. k0 + nb - 1`` (nb <= _B), vectorised across them with the reference's
+    float32 steps: barycentric weights into ``bary`` ((d+2) × _B) and packed vertex codes into
+    ``codes`` ((d+1) × _B). ``scratch``: :func:`_block_scratch`."""
+    el, rem0, rank, sm, total, code0 = scratch
+    d = features.shape[1]
+    d1 = d + 1
+    down = np.float32(1.0) / np.float32(d1)
+    up = np.float32(d1)
+    sm[:] = 0.0
+    for j in range(d, 0, -1):
+        fj = np.float32(j)
+        for b in range(nb):
+            cf = features[k0 + b, j - 1] * scale[j - 1]
+            el[j, b] = sm[b] - fj * cf
+            sm[b] += cf
+    for b in range(nb):
+        el[0, b] = sm[b]
+        total[b] = 0
+    for i in range(d1):
+        for b in range(nb):
+            v = np.rint(down * el[i, b])  # half to even, as the reference's SSE rounding
+            rem0[i, b] = v * up
+            total[b] += np.int32(v)
+            rank[i, b] = 0
+    for i in range(d):
+        for j in range(i + 1, d1):
+            for b in range(nb):
+                c = np.int32((el[i, b] - rem0[i, b]) < (el[j, b] - rem0[j, b]))
+                rank[i, b] += c
+                rank[j, b] += 1 - c
+    for i in range(d1):
+        for b in range(nb):
+            r = rank[i, b] + total[b]
+            low = np.int32(r < 0)
+            high = np.int32(r >= d1)
+            rank[i, b] = r + d1 * (low - high)
+            rem0[i, b] += up * np.float32(low - high)
+    for r in range(d1 + 1):
+        for b in range(nb):
+            bary[r, b] = 0.0
+    for i in range(d1):
+        for b in range(nb):
+            v = (el[i, b] - rem0[i, b]) * down
+            p = d - rank[i, b]
+            for r in range(d1 + 1):
+                bary[r, b] += v * (np.float32(p == r) - np.float32(p + 1 == r))
+    for b in range(nb):
+        bary[0, b] += np.float32(1.0) + bary[d1, b]
+        code0[b] = 0
+    for i in range(d):
+        for b in range(nb):
+            code0[b] += (np.int64(rem0[i, b]) - lo[i]) * stride[i]
+    # vertex r: key_i = rem0_i + r - (d+1)·[rank_i > d - r]
+    for r in range(d1):
+        for b in range(nb):
+            codes[r, b] = code0[b] + r * stride_sum
+        for i in range(d):
+            for b in range(nb):
+                codes[r, b] -= d1 * stride[i] * np.int64(rank[i, b] > d - r)
+
+
+@numba.njit(cache=True, nogil=True)
+def _packed_neighbours(vcodes, m, tkeys, tvals, mask, stride, stride_sum) -> np.ndarray:
+    """Blur neighbours ((d+1) × m × 2, 1-based, 0 = none) of the first ``m`` vertex codes."""
+    d = stride.shape[0]
+    d1 = d + 1
+    neighbours = np.empty((d1, m, 2), np.int32)
+    for j in range(d1):
+        # n1: key - 1 everywhere but key_j + d; n2: the opposite
+        step = -stride_sum + (d1 * stride[j] if j < d else 0)
+        for i in range(m):
+            for side in range(2):
+                target = vcodes[i] + (step if side == 0 else -step)
+                h = _probe(tkeys, mask, target)
+                neighbours[j, i, side] = tvals[h] + 1 if tkeys[h] == target else 0
+    return neighbours
+
+
+@numba.njit(cache=True, nogil=True)
 def _build_packed(features: np.ndarray, lo: np.ndarray, stride: np.ndarray):
     """:func:`_build_general` for keys that pack into one int64: ``Σ_i (key_i - lo_i) stride_i``.
 
     The embedding runs on blocks of points laid out so that the compiler vectorises it across
-    points; vertex lookups compare one integer, and a neighbour's code is the vertex's code plus a
-    constant per lattice direction."""
+    points (:func:`_embed_block`); vertex lookups compare one integer, and a neighbour's code is the
+    vertex's code plus a constant per lattice direction."""
     n, d = features.shape
     d1 = d + 1
-    inv_std = np.float32(math.sqrt(2.0 / 3.0) * d1)
-    scale = np.empty(d, np.float32)
-    for i in range(d):
-        scale[i] = np.float32(1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std)
-    down = np.float32(1.0) / np.float32(d1)
-    up = np.float32(d1)
+    scale = _feature_scale(d)
     stride_sum = np.int64(0)
     for i in range(d):
         stride_sum += stride[i]
 
     offsets = np.empty((n, d1), np.int32)
     bary_out = np.empty((n, d1), np.float32)
-    capacity = 1024
-    while capacity < n // 2:
-        capacity *= 2
-    mask = np.int64(capacity - 1)
-    tkeys = np.full(capacity, -1, np.int64)
-    tvals = np.empty(capacity, np.int32)
-    vcodes = np.empty(capacity // 2 + 1, np.int64)
+    capacity = _initial_capacity(n)
+    tkeys, tvals, vcodes, mask = _rehash_packed(np.empty(0, np.int64), 0, capacity)
     filled = 0
 
-    el = np.empty((d1, _B), np.float32)
-    rem0 = np.empty((d1, _B), np.float32)
-    rank = np.empty((d1, _B), np.int32)
+    scratch = _block_scratch(d1)
     bary = np.empty((d1 + 1, _B), np.float32)
-    sm = np.empty(_B, np.float32)
-    total = np.empty(_B, np.int32)
-    code0 = np.empty(_B, np.int64)
     codes = np.empty((d1, _B), np.int64)
     last = np.full(d1, -1, np.int64)
     last_e = np.zeros(d1, np.int32)
     for k0 in range(0, n, _B):
         nb = min(_B, n - k0)
-        # --- embedding, vectorised across the block's points (the reference's float32 steps)
-        sm[:] = 0.0
-        for j in range(d, 0, -1):
-            fj = np.float32(j)
-            for b in range(nb):
-                cf = features[k0 + b, j - 1] * scale[j - 1]
-                el[j, b] = sm[b] - fj * cf
-                sm[b] += cf
-        for b in range(nb):
-            el[0, b] = sm[b]
-            total[b] = 0
-        for i in range(d1):
-            for b in range(nb):
-                v = np.rint(down * el[i, b])  # half to even, as the reference's SSE rounding
-                rem0[i, b] = v * up
-                total[b] += np.int32(v)
-                rank[i, b] = 0
-        for i in range(d):
-            for j in range(i + 1, d1):
-                for b in range(nb):
-                    c = np.int32((el[i, b] - rem0[i, b]) < (el[j, b] - rem0[j, b]))
-                    rank[i, b] += c
-                    rank[j, b] += 1 - c
-        for i in range(d1):
-            for b in range(nb):
-                r = rank[i, b] + total[b]
-                low = np.int32(r < 0)
-                high = np.int32(r >= d1)
-                rank[i, b] = r + d1 * (low - high)
-                rem0[i, b] += up * np.float32(low - high)
-        for r in range(d1 + 1):
-            for b in range(nb):
-                bary[r, b] = 0.0
-        for i in range(d1):
-            for b in range(nb):
-                v = (el[i, b] - rem0[i, b]) * down
-                p = d - rank[i, b]
-                for r in range(d1 + 1):
-                    bary[r, b] += v * (np.float32(p == r) - np.float32(p + 1 == r))
-        for b in range(nb):
-            bary[0, b] += np.float32(1.0) + bary[d1, b]
-            code0[b] = 0
-        for i in range(d):
-            for b in range(nb):
-                code0[b] += (np.int64(rem0[i, b]) - lo[i]) * stride[i]
-        # vertex r: key_i = rem0_i + r - (d+1)·[rank_i > d - r]
-        for r in range(d1):
-            for b in range(nb):
-                codes[r, b] = code0[b] + r * stride_sum
-            for i in range(d):
-                for b in range(nb):
-                    codes[r, b] -= d1 * stride[i] * np.int64(rank[i, b] > d - r)
-        # --- vertex lookups
+        _embed_block(features, k0, nb, scale, lo, stride, stride_sum, bary, codes, scratch)
         for b in range(nb):
             k = k0 + b
             for r in range(d1):
@@ -321,9 +397,7 @@ def _build_packed(features: np.ndarray, lo: np.ndarray, stride: np.ndarray):
                 if hit:
                     offsets[k, r] = hit
                     continue
-                h = _mix(code, mask)
-                while tkeys[h] != -1 and tkeys[h] != code:
-                    h = (h + 1) & mask
+                h = _probe(tkeys, mask, code)
                 if tkeys[h] == -1:
                     tkeys[h] = code
                     tvals[h] = filled
@@ -331,44 +405,14 @@ def _build_packed(features: np.ndarray, lo: np.ndarray, stride: np.ndarray):
                     filled += 1
                     if 2 * filled >= capacity:  # grow: double the table, reinsert every code
                         capacity *= 2
-                        mask = np.int64(capacity - 1)
-                        tkeys = np.full(capacity, -1, np.int64)
-                        tvals = np.empty(capacity, np.int32)
-                        bigger = np.empty(capacity // 2 + 1, np.int64)
-                        bigger[:filled] = vcodes[:filled]
-                        vcodes = bigger
-                        for e in range(filled):
-                            g = _mix(vcodes[e], mask)
-                            while tkeys[g] != -1:
-                                g = (g + 1) & mask
-                            tkeys[g] = vcodes[e]
-                            tvals[g] = e
-                        e = filled - 1
-                    else:
-                        e = filled - 1
+                        tkeys, tvals, vcodes, mask = _rehash_packed(vcodes, filled, capacity)
+                    offsets[k, r] = filled
                 else:
-                    e = tvals[h]
-                offsets[k, r] = e + 1
+                    offsets[k, r] = tvals[h] + 1
             for r in range(d1):
                 last[r] = codes[r, b]
                 last_e[r] = offsets[k, r]
-
-    m = filled
-    neighbours = np.empty((d1, m, 2), np.int32)
-    for j in range(d1):
-        # n1: key - 1 everywhere but key_j + d; n2: the opposite
-        step = -stride_sum + (d1 * stride[j] if j < d else 0)
-        for i in range(m):
-            for side in range(2):
-                target = vcodes[i] + (step if side == 0 else -step)
-                h = _mix(target, mask)
-                found = 0
-                while tkeys[h] != -1:
-                    if tkeys[h] == target:
-                        found = tvals[h] + 1
-                        break
-                    h = (h + 1) & mask
-                neighbours[j, i, side] = found
+    neighbours = _packed_neighbours(vcodes, filled, tkeys, tvals, mask, stride, stride_sum)
     return offsets, bary_out, neighbours
 
 

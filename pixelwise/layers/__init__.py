@@ -1,7 +1,7 @@
 """Small reusable building blocks shared by the architectures."""
 
 from .aspp import ASPP, SummedASPP
-from .conv import ConvNormAct, SeparableConvNormAct, make_activation, make_norm
+from .conv import ConvNormAct, SeparableConvNormAct, init_normal_, make_activation, make_norm
 from .norm import L2Norm
 from .pooling import ImagePooling, PyramidPooling
 from .resize import pad_to_multiple, resize_to
@@ -17,6 +17,7 @@ __all__ = [
     "SeparableConvNormAct",
     "SummedASPP",
     "bilinear_kernel",
+    "init_normal_",
     "make_activation",
     "make_norm",
     "pad_to_multiple",

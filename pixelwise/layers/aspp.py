@@ -16,7 +16,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .conv import ConvNormAct, SeparableConvNormAct
+from .conv import ConvNormAct, SeparableConvNormAct, init_normal_
 from .pooling import ImagePooling
 
 __all__ = ["ASPP", "SummedASPP"]
@@ -35,8 +35,7 @@ class SummedASPP(nn.Module):
             nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r) for r in rates
         )
         for conv in self.branches:  # the reference model initialises these N(0, 0.01)
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
+            init_normal_(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branches[0](x)

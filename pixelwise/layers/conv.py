@@ -12,6 +12,7 @@ __all__ = [
     "make_activation",
     "ConvNormAct",
     "SeparableConvNormAct",
+    "init_normal_",
 ]
 
 _NORMS = ("batchnorm", "groupnorm", "instancenorm", "none")
@@ -43,6 +44,15 @@ def make_activation(act: str) -> nn.Module:
     if act == "none":
         return nn.Identity()
     raise PixelwiseError(f"unknown activation {act!r}; choose one of {', '.join(_ACTS)}")
+
+
+def init_normal_(conv: nn.Conv2d, std: float = 0.01) -> nn.Conv2d:
+    """Weights drawn from N(0, std²) and a zero bias, in place, as the Caffe reference models (DeepLab,
+    ParseNet) initialise their classifiers; returns ``conv``."""
+    nn.init.normal_(conv.weight, std=std)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
 
 
 class ConvNormAct(nn.Sequential):

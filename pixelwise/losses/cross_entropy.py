@@ -16,6 +16,8 @@ __all__ = ["CrossEntropyLoss", "BCELoss"]
 class CrossEntropyLoss(WeightedLoss):
     """Pixel-wise softmax cross-entropy with class weights, ``ignore_index`` and label smoothing."""
 
+    function = staticmethod(cross_entropy)
+
     def __init__(
         self,
         *,
@@ -26,25 +28,9 @@ class CrossEntropyLoss(WeightedLoss):
         super().__init__(weight=weight, ignore_index=ignore_index)
         self.label_smoothing = label_smoothing
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return cross_entropy(
-            logits,
-            target,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-        )
-
 
 class BCELoss(CrossEntropyLoss):
     """Binary cross-entropy with logits for one-channel (sigmoid) models; see
     :func:`~pixelwise.losses.functional.binary_cross_entropy`."""
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return binary_cross_entropy(
-            logits,
-            target,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-        )
+    function = staticmethod(binary_cross_entropy)

@@ -15,6 +15,8 @@ __all__ = ["DiceLoss"]
 class DiceLoss(WeightedLoss):
     """Soft Dice loss: ``1 - mean_c D_c`` over non-ignored pixels, per batch or per image."""
 
+    function = staticmethod(dice_loss)
+
     def __init__(
         self,
         *,
@@ -30,15 +32,3 @@ class DiceLoss(WeightedLoss):
         self.include_background = include_background
         self.per_image = per_image
         self.squared = squared
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return dice_loss(
-            logits,
-            target,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            smooth=self.smooth,
-            include_background=self.include_background,
-            per_image=self.per_image,
-            squared=self.squared,
-        )

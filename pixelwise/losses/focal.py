@@ -15,6 +15,8 @@ __all__ = ["FocalLoss"]
 class FocalLoss(WeightedLoss):
     """Focal loss: ``-alpha(y) (1 - p_y)^gamma log p_y``, averaged over non-ignored pixels."""
 
+    function = staticmethod(focal_loss)
+
     def __init__(
         self,
         *,
@@ -26,13 +28,3 @@ class FocalLoss(WeightedLoss):
         super().__init__(weight=weight, ignore_index=ignore_index)
         self.gamma = gamma
         self.alpha = alpha if alpha is None or isinstance(alpha, float | int) else list(alpha)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return focal_loss(
-            logits,
-            target,
-            gamma=self.gamma,
-            alpha=self.alpha,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-        )

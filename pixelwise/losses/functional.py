@@ -25,6 +25,7 @@ Lovász-softmax, Berman et al., CVPR 2018 (arXiv:1705.08790).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +132,28 @@ def _one_hot(safe: torch.Tensor, valid: torch.Tensor, like: torch.Tensor) -> tor
     return g * valid.unsqueeze(1).to(like.dtype)
 
 
+class _Overlap(NamedTuple):
+    """Soft counts per group and class over valid pixels, each (G, K) with G = N per image or 1 per
+    batch: ``TP = Σ p g``, ``FP = Σ p (1 - g)``, ``FN = Σ (1 - p) g``, ``Σ p`` (``Σ p²`` when
+    squared) and ``Σ g``; which groups hold a valid pixel, (G, 1) bool; the log-probabilities."""
+
+    name: str
+    tp: torch.Tensor
+    fp: torch.Tensor
+    fn: torch.Tensor
+    sum_p: torch.Tensor
+    sum_g: torch.Tensor
+    has_pixels: torch.Tensor
+    logp: torch.Tensor
+
+    def class_mean(
+        self, per_class: torch.Tensor, weight: Weight, include_background: bool
+    ) -> torch.Tensor:
+        """:func:`_class_mean` of ``per_class`` (G, K) over the groups that hold a valid pixel."""
+        w = _class_weight(self.name, weight, self.logp)
+        return _class_mean(per_class, self.has_pixels.expand_as(per_class), w, include_background)
+
+
 def _overlap(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -139,11 +162,8 @@ def _overlap(
     ignore_index: int,
     per_image: bool,
     squared: bool = False,
-) -> tuple[torch.Tensor, ...]:
-    """Soft counts per group and class over valid pixels: ``TP = Σ p g``, ``FP = Σ p (1 - g)``,
-    ``FN = Σ (1 - p) g``, ``Σ p`` (``Σ p²`` when ``squared``) and ``Σ g``; each (G, K) with G = N per
-    image or 1 per batch. Also returns which groups hold a valid pixel, (G, 1) bool, and the
-    log-probabilities."""
+) -> _Overlap:
+    """The soft overlap counts of ``logits`` and ``target`` (see :class:`_Overlap`)."""
     logp, valid, safe = _prepare(name, logits, target, ignore_index)
     p = logp.exp() * valid.unsqueeze(1).to(logp.dtype)
     g = _one_hot(safe, valid, logp)
@@ -159,7 +179,7 @@ def _overlap(
     sum_p = total(p * p if squared else p)
     sum_g = total(g)
     has_pixels = valid.flatten(1).any(1, keepdim=True) if per_image else valid.any().reshape(1, 1)
-    return tp, fp, fn, sum_p, sum_g, has_pixels, logp
+    return _Overlap(name, tp, fp, fn, sum_p, sum_g, has_pixels, logp)
 
 
 def _safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -348,7 +368,7 @@ def dice_loss(
     """
     if smooth < 0:
         raise PixelwiseError(f"dice_loss: smooth must be >= 0, got {smooth}")
-    tp, _, _, sum_p, sum_g, has_pixels, logp = _overlap(
+    o = _overlap(
         logits,
         target,
         name="dice_loss",
@@ -356,13 +376,8 @@ def dice_loss(
         per_image=per_image,
         squared=squared,
     )
-    dice = _safe_ratio(2 * tp + smooth, sum_p + sum_g + smooth)
-    return _class_mean(
-        1 - dice,
-        has_pixels.expand_as(dice),
-        _class_weight("dice_loss", weight, logp),
-        include_background,
-    )
+    dice = _safe_ratio(2 * o.tp + smooth, o.sum_p + o.sum_g + smooth)
+    return o.class_mean(1 - dice, weight, include_background)
 
 
 def tversky_loss(
@@ -399,16 +414,11 @@ def tversky_loss(
             f"tversky_loss: need alpha, beta, smooth >= 0 and gamma > 0; got alpha={alpha}, "
             f"beta={beta}, gamma={gamma}, smooth={smooth}"
         )
-    tp, fp, fn, _, _, has_pixels, logp = _overlap(
+    o = _overlap(
         logits, target, name="tversky_loss", ignore_index=ignore_index, per_image=per_image
     )
-    t = _safe_ratio(tp + smooth, tp + alpha * fp + beta * fn + smooth)
-    return _class_mean(
-        _focal_power((1 - t).clamp_min(0), gamma),
-        has_pixels.expand_as(t),
-        _class_weight("tversky_loss", weight, logp),
-        include_background,
-    )
+    t = _safe_ratio(o.tp + smooth, o.tp + alpha * o.fp + beta * o.fn + smooth)
+    return o.class_mean(_focal_power((1 - t).clamp_min(0), gamma), weight, include_background)
 
 
 def focal_tversky_loss(
@@ -429,18 +439,7 @@ def focal_tversky_loss(
     Shape:
         logits: (N, C, H, W); target: (N, H, W).
     """
-    return tversky_loss(
-        logits,
-        target,
-        weight=weight,
-        ignore_index=ignore_index,
-        alpha=alpha,
-        beta=beta,
-        gamma=gamma,
-        smooth=smooth,
-        include_background=include_background,
-        per_image=per_image,
-    )
+    return tversky_loss(**locals())  # the same arguments, by name
 
 
 def lovasz_softmax_loss(

@@ -15,6 +15,8 @@ __all__ = ["LovaszSoftmaxLoss"]
 class LovaszSoftmaxLoss(WeightedLoss):
     """Lovász-softmax: a convex surrogate of ``1 - IoU``, averaged over (present) classes."""
 
+    function = staticmethod(lovasz_softmax_loss)
+
     def __init__(
         self,
         *,
@@ -28,14 +30,3 @@ class LovaszSoftmaxLoss(WeightedLoss):
         self.per_image = per_image
         self.include_background = include_background
         self.only_present = only_present
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return lovasz_softmax_loss(
-            logits,
-            target,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            per_image=self.per_image,
-            include_background=self.include_background,
-            only_present=self.only_present,
-        )

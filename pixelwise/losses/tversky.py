@@ -8,13 +8,15 @@ from collections.abc import Sequence
 import torch
 
 from ._base import WeightedLoss
-from .functional import tversky_loss
+from .functional import focal_tversky_loss, tversky_loss
 
 __all__ = ["TverskyLoss", "FocalTverskyLoss"]
 
 
 class TverskyLoss(WeightedLoss):
     """Tversky loss ``(1 - T_c)^gamma``, ``T_c = TP / (TP + alpha FP + beta FN)`` (smoothed)."""
+
+    function = staticmethod(tversky_loss)
 
     def __init__(
         self,
@@ -36,23 +38,11 @@ class TverskyLoss(WeightedLoss):
         self.include_background = include_background
         self.per_image = per_image
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return tversky_loss(
-            logits,
-            target,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            alpha=self.alpha,
-            beta=self.beta,
-            gamma=self.gamma,
-            smooth=self.smooth,
-            include_background=self.include_background,
-            per_image=self.per_image,
-        )
-
 
 class FocalTverskyLoss(TverskyLoss):
     """Focal Tversky loss: :class:`TverskyLoss` with ``gamma = 0.75`` by default."""
+
+    function = staticmethod(focal_tversky_loss)
 
     def __init__(
         self,

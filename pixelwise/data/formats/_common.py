@@ -24,6 +24,7 @@ __all__ = [
     "keep_stems",
     "merged_options",
     "class_lookup",
+    "file_head",
 ]
 
 
@@ -158,6 +159,16 @@ def class_lookup(spec: DatasetSpec) -> dict[str, int]:
     table = {c.name: i for i, c in enumerate(spec.classes)}
     table.setdefault("__ignore__", IGNORE_INDEX)
     return table
+
+
+def file_head(path: Path, size: int) -> str | None:
+    """The first ``size`` characters of a UTF-8 text file, for format detection; ``None`` when it
+    cannot be read or is not UTF-8 there."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read(size)
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def images_in(folder: Path, extensions: Sequence[str]) -> list[Path]:

@@ -30,7 +30,7 @@ import numpy as np
 from ...errors import PixelwiseError
 from ..classes import IGNORE_INDEX
 from . import DatasetFormat, register_format
-from ._common import decode_coco_rle, fill_polygon, keep_stems, merged_options
+from ._common import decode_coco_rle, file_head, fill_polygon, keep_stems, merged_options
 
 __all__ = ["render_coco"]
 
@@ -195,12 +195,9 @@ def _detect(root: Path) -> bool:
     if not d.is_dir():
         return False
     for f in sorted(d.glob("*.json"))[:1]:
-        try:
-            with open(f, encoding="utf-8") as fh:
-                head = fh.read(4096)
-        except OSError:
-            return False
-        return '"shapes"' not in head  # a LabelMe folder named annotations is not COCO
+        head = file_head(f, 4096)
+        # a LabelMe folder named annotations is not COCO
+        return head is not None and '"shapes"' not in head
     return False
 
 

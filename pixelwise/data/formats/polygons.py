@@ -31,6 +31,7 @@ from ..io import IMAGE_EXTENSIONS
 from . import DatasetFormat, register_format
 from ._common import (
     class_lookup,
+    file_head,
     fill_ellipse,
     fill_polygon,
     hashed_splits,
@@ -154,11 +155,7 @@ def _labelme_read_mask(sample, spec) -> np.ndarray:  # noqa: ANN001
 def _labelme_detect(root: Path) -> bool:
     for d in (root / "masks", root):
         for f in sorted(d.glob("*.json"))[:1] if d.is_dir() else []:
-            try:
-                with open(f, encoding="utf-8") as fh:
-                    return '"shapes"' in fh.read(65536)
-            except (OSError, UnicodeDecodeError):
-                return False
+            return '"shapes"' in (file_head(f, 65536) or "")
     return False
 
 
@@ -317,14 +314,7 @@ def _cvat_read_mask(sample, spec) -> np.ndarray:  # noqa: ANN001
 
 def _cvat_detect(root: Path) -> bool:
     xml = root / "annotations.xml"
-    if not xml.is_file():
-        return False
-    try:
-        with open(xml, encoding="utf-8") as fh:
-            head = fh.read(4096)
-    except (OSError, UnicodeDecodeError):
-        return False
-    return "<annotations" in head
+    return xml.is_file() and "<annotations" in (file_head(xml, 4096) or "")
 
 
 register_format(

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ...errors import PixelwiseError
+from ...layers import init_normal_
 from ...registry import register_model
 from ..base import SegmentationModel, build_encoder
 from .decoder import DeepestFeature, DeepLabV2Decoder, DeepLabV3Decoder, DeepLabV3PlusDecoder
@@ -43,13 +44,6 @@ def _rates(rates: Sequence[int] | None, reference: tuple[int, ...], at: int, os:
     if not rates or any(int(r) < 1 for r in rates):
         raise PixelwiseError(f"rates must be positive integers, got {list(rates)!r}")
     return [int(r) for r in rates]
-
-
-def _classifier(in_channels: int, num_classes: int) -> nn.Conv2d:
-    conv = nn.Conv2d(in_channels, num_classes, 1)
-    nn.init.normal_(conv.weight, std=0.01)
-    nn.init.zeros_(conv.bias)
-    return conv
 
 
 @register_model("deeplabv1")
@@ -75,7 +69,7 @@ def deeplabv1(
         encoder_weights=encoder_weights,
     )
     decoder = DeepestFeature(enc.channels)
-    head = _classifier(decoder.out_channels, num_classes)
+    head = init_normal_(nn.Conv2d(decoder.out_channels, num_classes, 1))
     return SegmentationModel(enc, decoder, head, num_classes=num_classes)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from torch import nn
 
 from ...errors import PixelwiseError
+from ...layers import init_normal_
 from ...registry import register_model
 from ..base import SegmentationModel, build_encoder
 from .decoder import ParseNetContext
@@ -52,7 +53,5 @@ def parsenet(
         encoder_weights=encoder_weights,
     )
     decoder = ParseNetContext(enc.channels, scale=norm_scale)
-    head = nn.Conv2d(decoder.out_channels, num_classes, 1)
-    nn.init.normal_(head.weight, std=0.01)
-    nn.init.zeros_(head.bias)
+    head = init_normal_(nn.Conv2d(decoder.out_channels, num_classes, 1))
     return SegmentationModel(enc, decoder, head, num_classes=num_classes)
