@@ -304,3 +304,52 @@ def test_engine_modules_import_each_other_without_cycles() -> None:
 
     cycles = [c for name in graph if (c := cycle_from(name, [name]))]
     assert not cycles, " → ".join(cycles[0])
+
+
+# ---- thin images: whole vs windows on the padded size (issue 19) ---------------------------------
+
+
+class _PaddingSpy(nn.Module):
+    """A per-pixel model that pads its input to a multiple of 32, as the real ones do, and
+    records how many pixels each forward pass computes on."""
+
+    input_multiple = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.pixels: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from pixelwise.layers import pad_to_multiple
+
+        h, w = x.shape[-2:]
+        padded, _ = pad_to_multiple(x, self.input_multiple)
+        self.pixels.append(padded.shape[0] * padded.shape[-2] * padded.shape[-1])
+        return self.conv(padded)[..., :h, :w]
+
+
+def test_a_thin_image_is_predicted_in_windows_of_bounded_padded_size() -> None:
+    """A 1 × 200,000 image is 200 k pixels but 6.4 M once padded to 32 rows: beyond the default
+    4 M-pixel whole-image limit, so it goes in windows, and no forward pass computes on more than
+    a window batch's padded pixels (it used to be one pass over the whole padded strip)."""
+    spy = _PaddingSpy().eval()
+    seg = Segmenter(spy, _meta(), config=InferenceConfig(amp="off"), device="cpu")
+    image = np.random.default_rng(0).integers(0, 255, (1, 200_000, 3), np.uint8)
+    assert seg.padded_pixels(1, 200_000) == 32 * 200_000
+    labels = seg.predict(image)
+    assert labels.shape == (1, 200_000)
+    tiling = seg.config.tiling
+    assert max(spy.pixels) <= tiling.batch_size * 32 * tiling.window
+    np.testing.assert_array_equal(labels, seg.with_config(CONFIGS["whole"]).predict(image))
+    # a square image of the same pixel count is still predicted whole, in one pass
+    spy.pixels.clear()
+    seg.predict(np.zeros((448, 448, 3), np.uint8))
+    assert spy.pixels == [448 * 448]
+
+
+def test_auto_tiling_compares_the_padded_size() -> None:
+    auto = TileConfig(max_whole_pixels=64 * 64)
+    assert not auto.use_slide(64, 64, 32)
+    assert auto.use_slide(1, 4096, 32)  # 32 × 4096 padded
+    assert not auto.use_slide(1, 4096)  # a model that does not pad

@@ -101,6 +101,11 @@ class OnnxModule(nn.Module):
         out = torch.from_numpy(logits)[..., :h, :w]
         return out.to(device=x.device, dtype=torch.float32).contiguous()
 
+    @property
+    def input_multiple(self) -> int:
+        """Inputs are zero-padded (bottom/right) to a multiple of this, as PyTorch models do."""
+        return self.multiple
+
     def to(self, *args: Any, **kwargs: Any) -> OnnxModule:
         """Nothing to move: the session keeps its providers; outputs follow the input's device."""
         return self

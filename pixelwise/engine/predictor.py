@@ -29,7 +29,7 @@ from .checkpoint import ModelMeta
 from .inference import CRF_BY_DEFAULT, InferenceConfig, uses_crf_by_default
 from .loading import LoadedModel, load_model
 from .runtime import autocast, resolve_amp, resolve_device
-from .tiling import TileConfig, slide_labels, slide_logits
+from .tiling import TileConfig, padded_size, slide_labels, slide_logits
 from .tta import TTAConfig, augmented_logits
 
 if TYPE_CHECKING:
@@ -162,6 +162,17 @@ class Segmenter:
         return self.loaded.meta
 
     @property
+    def input_multiple(self) -> int:
+        """The network pads its input's height and width to a multiple of this (1: no padding);
+        whole-image vs sliding windows is decided on the padded size."""
+        return max(1, int(getattr(self.model, "input_multiple", 1)))
+
+    def padded_pixels(self, height: int, width: int) -> int:
+        """How many pixels the network computes on for a ``height × width`` image seen whole."""
+        h, w = padded_size(height, width, self.input_multiple)
+        return h * w
+
+    @property
     def amp(self) -> str:
         """What the forward pass runs under: ``off`` (float32), ``bf16`` or ``fp16``."""
         return self.config.amp
@@ -216,7 +227,7 @@ class Segmenter:
         N×K×H×W float32 on :attr:`device`. Labels and probabilities follow from :meth:`decide`."""
         if batch.ndim != 4:
             raise PixelwiseError(f"logits need an N×C×H×W batch, got shape {tuple(batch.shape)}")
-        if not self.tiling.use_slide(*batch.shape[-2:]):
+        if not self.tiling.use_slide(*batch.shape[-2:], self.input_multiple):
             return self.window_logits(batch)
         return torch.stack(
             [
@@ -240,7 +251,8 @@ class Segmenter:
     def _streams(self, image: np.ndarray) -> bool:
         h, w = image.shape[:2]
         return (
-            self.tiling.use_slide(h, w) and self.meta.out_channels * h * w * 4 > FULL_LOGITS_BYTES
+            self.tiling.use_slide(h, w, self.input_multiple)
+            and self.meta.out_channels * h * w * 4 > FULL_LOGITS_BYTES
         )
 
     def segment(self, image: np.ndarray, *, probs: bool = False) -> Prediction:

@@ -40,6 +40,7 @@ __all__ = [
     "MODES",
     "TileConfig",
     "blend_weights",
+    "padded_size",
     "slide_labels",
     "slide_logits",
     "slide_rows",
@@ -64,7 +65,7 @@ class TileConfig:
 
     Args:
         mode: ``whole`` (one forward pass over the image), ``slide`` (always in windows) or
-            ``auto`` (whole when ``height · width <= max_whole_pixels``, else slide).
+            ``auto`` (whole when the padded ``height · width <= max_whole_pixels``, else slide).
         window: square window side in pixels, at least 16; clipped to the image's size per axis.
         overlap: fraction of the window shared by neighbouring windows, ``0 <= overlap < 1``;
             the stride is ``round(window · (1 - overlap))`` (at least 1).
@@ -110,11 +111,22 @@ class TileConfig:
                 f"tiling max_whole_pixels must be an integer >= 1, got {self.max_whole_pixels!r}"
             )
 
-    def use_slide(self, height: int, width: int) -> bool:
-        """Whether an image of ``height × width`` pixels is predicted in sliding windows."""
+    def use_slide(self, height: int, width: int, multiple: int = 1) -> bool:
+        """Whether an image of ``height × width`` pixels is predicted in sliding windows, for a
+        model that pads its input's sides to a multiple of ``multiple``: ``auto`` compares the
+        *padded* size with ``max_whole_pixels`` — a 1 × 4,000,000 image that a stride-32 model pads
+        to 32 rows is 128 M pixels to it, not 4 M."""
         if self.mode == "auto":
-            return height * width > self.max_whole_pixels
+            padded_h, padded_w = padded_size(height, width, multiple)
+            return padded_h * padded_w > self.max_whole_pixels
         return self.mode == "slide"
+
+
+def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+    """``(height, width)`` rounded up to multiples of ``multiple``: what a model that pads its
+    input (:attr:`pixelwise.models.base.SegmentationModel.input_multiple`) computes on."""
+    m = max(1, int(multiple))
+    return -(-height // m) * m, -(-width // m) * m
 
 
 def _is_int(value: object) -> bool:
