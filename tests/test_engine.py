@@ -330,15 +330,15 @@ class _PaddingSpy(nn.Module):
 
 
 def test_a_thin_image_is_predicted_in_windows_of_bounded_padded_size() -> None:
-    """A 1 × 200,000 image is 200 k pixels but 6.4 M once padded to 32 rows: beyond the default
+    """An 8 × 200,000 image is 1.6 M pixels but 6.4 M once padded to 32 rows: beyond the default
     4 M-pixel whole-image limit, so it goes in windows, and no forward pass computes on more than
     a window batch's padded pixels (it used to be one pass over the whole padded strip)."""
     spy = _PaddingSpy().eval()
     seg = Segmenter(spy, _meta(), config=InferenceConfig(amp="off"), device="cpu")
-    image = np.random.default_rng(0).integers(0, 255, (1, 200_000, 3), np.uint8)
-    assert seg.padded_pixels(1, 200_000) == 32 * 200_000
+    image = np.random.default_rng(0).integers(0, 255, (8, 200_000, 3), np.uint8)
+    assert seg.padded_pixels(8, 200_000) == 32 * 200_000
     labels = seg.predict(image)
-    assert labels.shape == (1, 200_000)
+    assert labels.shape == (8, 200_000)
     tiling = seg.config.tiling
     assert max(spy.pixels) <= tiling.batch_size * 32 * tiling.window
     np.testing.assert_array_equal(labels, seg.with_config(CONFIGS["whole"]).predict(image))
@@ -346,6 +346,18 @@ def test_a_thin_image_is_predicted_in_windows_of_bounded_padded_size() -> None:
     spy.pixels.clear()
     seg.predict(np.zeros((448, 448, 3), np.uint8))
     assert spy.pixels == [448 * 448]
+
+
+def test_an_absurdly_thin_image_is_refused_in_one_line(tmp_path: Path) -> None:
+    """1 × 1,000,000 pixels is 32 M pixels to a stride-32 model: refused before any forward pass,
+    in one line that says what to do (it took 125 s and 3 GB before)."""
+    spy = _PaddingSpy().eval()
+    seg = Segmenter(spy, _meta(), config=InferenceConfig(amp="off"), device="cpu")
+    with pytest.raises(PixelwiseError, match="too thin") as err:
+        seg.predict(np.zeros((1, 1_000_000, 3), np.uint8))
+    assert "\n" not in str(err.value) and spy.pixels == []
+    seg.predict(np.zeros((16, 200_000, 3), np.uint8))  # padded 2× only: windows, no refusal
+    assert max(spy.pixels) <= seg.tiling.batch_size * 32 * seg.tiling.window
 
 
 def test_auto_tiling_compares_the_padded_size() -> None:

@@ -50,6 +50,10 @@ __all__ = [
 # the dense CRF need the whole image's logits, so they are refused beyond it.
 FULL_LOGITS_BYTES = 1 << 30
 
+# The most a network's padding may multiply an image's pixels by, beyond the whole-image limit
+# (:meth:`Segmenter.check_shape`).
+MAX_PADDING_FACTOR = 4
+
 _AMP_NAMES: dict[torch.dtype | None, str] = {
     None: "off",
     torch.bfloat16: "bf16",
@@ -167,6 +171,27 @@ class Segmenter:
         whole-image vs sliding windows is decided on the padded size."""
         return max(1, int(getattr(self.model, "input_multiple", 1)))
 
+    def check_shape(self, height: int, width: int) -> None:
+        """Refuse an image so thin that padding would multiply the work: a side shorter than the
+        network's input multiple, padded to it, makes the network compute on more than
+        :data:`MAX_PADDING_FACTOR` times the image's pixels; beyond the whole-image limit that is
+        minutes of work on padding (a 1 × 1,000,000 strip took 125 s and 3 GB whole, 6.5 minutes
+        in 1 × 512 windows). Thin images up to the whole-image limit are predicted as they are.
+
+        Raises:
+            PixelwiseError: one line with the size and what to do.
+        """
+        padded = self.padded_pixels(height, width)
+        limit = self.tiling.max_whole_pixels
+        if padded > limit and padded > MAX_PADDING_FACTOR * height * width:
+            m = self.input_multiple
+            raise PixelwiseError(
+                f"a {width}×{height} image is too thin for this model: it pads each side to a "
+                f"multiple of {m}, {padded // (height * width)}× the image's pixels, beyond "
+                f"{limit:,} pixels (--max-whole-pixels); crop it into pieces at least {m} pixels "
+                "on each side, or resize it"
+            )
+
     def padded_pixels(self, height: int, width: int) -> int:
         """How many pixels the network computes on for a ``height × width`` image seen whole."""
         h, w = padded_size(height, width, self.input_multiple)
@@ -227,6 +252,7 @@ class Segmenter:
         N×K×H×W float32 on :attr:`device`. Labels and probabilities follow from :meth:`decide`."""
         if batch.ndim != 4:
             raise PixelwiseError(f"logits need an N×C×H×W batch, got shape {tuple(batch.shape)}")
+        self.check_shape(*batch.shape[-2:])
         if not self.tiling.use_slide(*batch.shape[-2:], self.input_multiple):
             return self.window_logits(batch)
         return torch.stack(
@@ -264,6 +290,7 @@ class Segmenter:
         """
         if image.ndim == 2:
             image = image[..., None]
+        self.check_shape(*image.shape[:2])
         if self._streams(image):
             if probs or self.crf is not None:
                 h, w = image.shape[:2]
