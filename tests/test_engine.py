@@ -365,3 +365,13 @@ def test_auto_tiling_compares_the_padded_size() -> None:
     assert not auto.use_slide(64, 64, 32)
     assert auto.use_slide(1, 4096, 32)  # 32 × 4096 padded
     assert not auto.use_slide(1, 4096)  # a model that does not pad
+
+
+def test_the_description_mentions_windows_only_when_they_can_be_used() -> None:
+    """`evaluate` printed "tiling auto: 512-pixel windows" for splits scored whole (issue 20)."""
+    assert InferenceConfig(amp="off").describe() == ""
+    assert InferenceConfig(amp="bf16").describe() == "autocast bf16"
+    slide = InferenceConfig.from_options(tile="slide", window=256).describe()
+    assert slide.startswith("tiling slide: 256-pixel windows")
+    auto = InferenceConfig.from_options(max_whole_pixels=1000).describe()
+    assert auto.startswith("tiling auto: whole up to 1,000 pixels, then 512-pixel windows")

@@ -162,11 +162,11 @@ class InferenceConfig:
                 + ", ".join(f"{s:g}" for s in self.tta.scales)
             )
         t = self.tiling
-        if t.mode != "whole":
-            parts.append(
-                f"tiling {t.mode}: {t.window}-pixel windows, overlap {t.overlap:g}, "
-                f"{t.blend} blending"
-            )
+        windows = f"{t.window}-pixel windows, overlap {t.overlap:g}, {t.blend} blending"
+        if t.mode == "slide":
+            parts.append(f"tiling slide: {windows}")
+        elif t.mode == "auto" and t != TileConfig():  # the default needs no mention
+            parts.append(f"tiling auto: whole up to {t.max_whole_pixels:,} pixels, then {windows}")
         if self.crf:
             from ..crf import CRFParams
 
