@@ -256,9 +256,13 @@ def predict(
         if summary.skipped
         else ""
     )
+    renamed = ""
+    if summary.renamed:  # stems that clash: longer names (docs/inference.md)
+        first = ", ".join(f"{Path(i).name} -> {Path(m).name}" for i, m in summary.renamed[:3])
+        renamed = f", {len(summary.renamed)} named after more than their stem ({first})"
     _say(
         f"wrote {len(summary.written)} mask(s) to {out} "
-        f"({summary.images_per_second:.2f} img/s){skipped}; {len(summary.failed)} failed"
+        f"({summary.images_per_second:.2f} img/s){skipped}{renamed}; {len(summary.failed)} failed"
         + (f"\n{note}" if note else "")
     )
     if summary.failed:

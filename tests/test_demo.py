@@ -184,7 +184,7 @@ def test_same_stems_get_distinct_outputs(tmp_path: Path, synth) -> None:  # noqa
     a = synth.png("x/img.png", synth.image(20, 30))
     b = synth.png("y/img.png", synth.image(20, 30))
     result = segment_demo(Segmenter(*tiny(), device="cpu"), [a, b], tmp_path / "o", samples=False)
-    assert [i.name for i in result.images] == ["img", "img_2"]
+    assert [i.name for i in result.images] == ["x_img.png", "y_img.png"]  # as predict names them
 
 
 def test_load_demo_model_reads_the_bundle_description(

@@ -37,7 +37,7 @@ from ..errors import PixelwiseError, printable
 from ..pretrained import DEFAULT_MODEL
 from .evaluate import EvalResult, evaluate, write_report
 from .loading import load_model
-from .predict import expand_inputs
+from .predict import expand_inputs, output_names
 from .predictor import Segmenter
 from .visualize import mask_image, overlay_with_legend
 
@@ -61,6 +61,10 @@ _SKIMAGE_SAMPLES = ("data/astronaut.png", "data/rocket.jpg", "data/motorcycle_le
 _SKIMAGE_GRAY_SAMPLES = ("data/cell.png",)
 
 _REPO = Path(__file__).resolve().parents[2]  # the checkout the package runs from, if any
+
+# the files of the demo itself, which no image's outputs may replace
+_DEMO_FILES = ("contact_sheet.png", "summary.json", "evaluation.json", "evaluation_confusion.png")
+_IMAGE_FILES = (".png", "_overlay.png")  # what the demo writes per image: mask, overlay
 
 _THUMB_HEIGHT = 200
 _THUMB_MAX_WIDTH = 320
@@ -140,16 +144,6 @@ def load_demo_model(
     return seg, seg.loaded.info
 
 
-def _unique_names(paths: Sequence[Path]) -> list[str]:
-    names: list[str] = []
-    for p in paths:
-        name, k = p.stem, 2
-        while name in names:
-            name, k = f"{p.stem}_{k}", k + 1
-        names.append(name)
-    return names
-
-
 def _fit(image: np.ndarray, max_size: tuple[int, int] | None) -> np.ndarray:
     """Scale ``image`` down (never up), aspect kept, to at most max_size's H × W pixels."""
     h, w = image.shape[:2]
@@ -226,7 +220,9 @@ def segment_demo(
 ) -> DemoResult:
     """Segment the sample photos (:func:`sample_images`) and ``images``; write masks, overlays,
     ``contact_sheet.png`` and ``summary.json`` into ``out_dir`` (files of the same name are
-    replaced).
+    replaced). Each image's files are named as ``pixelwise predict`` names them
+    (:func:`~pixelwise.engine.predict.output_names`): its stem, or more of its path where that
+    would make two outputs, an output and an input, or an output and the demo's own files one.
 
     Args:
         segmenter: the model and how to run it.
@@ -251,7 +247,8 @@ def segment_demo(
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(failed=list(failed))
     rows = []
-    for path, name in zip(paths, _unique_names(paths), strict=True):
+    names = output_names(paths, lambda _: _IMAGE_FILES, out, reserved=_DEMO_FILES)
+    for path, name in zip(paths, names, strict=True):
         try:
             image = _fit(read_image(path, meta.in_channels), max_size)
         except PixelwiseError as exc:

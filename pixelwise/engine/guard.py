@@ -8,6 +8,7 @@ seeded data-loading workers, and cleaning up after a killed run.
   (``--deterministic``), and names the operation when one has no deterministic implementation.
 - :func:`seed_worker` seeds NumPy and ``random`` in each DataLoader worker from the loader's seed.
 - :func:`remove_stale_temp_files` removes the temporary files that a run killed mid-write left.
+- :func:`terminate_as_interrupt` makes SIGTERM stop a command as Ctrl-C does (``pixelwise predict``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import contextlib
 import logging
 import os
 import random
+import re
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -33,6 +35,7 @@ __all__ = [
     "remove_stale_temp_files",
     "seed_worker",
     "deterministic",
+    "terminate_as_interrupt",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,12 +132,48 @@ def seed_worker(worker_id: int) -> None:
 # the files a run folder holds; a kill during a write leaves ".<name>.<random>.tmp" beside them
 _RUN_FILES = ("last.ckpt", "best.ckpt", "metrics.csv", "curves.png", "config.yaml", "manifest.json")
 
+# pixelwise._atomic.atomic_path's temporary files: ".<name>.<random, no dot>.tmp"
+_TEMP_FILE = re.compile(r"\.(.+)\.[^.]+\.tmp")
 
-def remove_stale_temp_files(out: Path) -> list[Path]:
-    """Remove the temporary files of interrupted atomic writes in a run folder; return them."""
-    stale = [p for name in _RUN_FILES for p in out.glob(f".{name}.*.tmp") if p.is_file()]
+
+def remove_stale_temp_files(out: Path, names: Iterable[str] = _RUN_FILES) -> list[Path]:
+    """Remove the temporary files of interrupted atomic writes of ``names`` (by default a run
+    folder's files) in ``out``; return them. Only files of that pattern for those names are touched,
+    and the folder is listed once, however many names there are."""
+    wanted = set(names)
+    try:
+        with os.scandir(out) as entries:
+            stale = [
+                Path(e.path)
+                for e in entries
+                if (m := _TEMP_FILE.fullmatch(e.name)) is not None
+                and m.group(1) in wanted
+                and e.is_file(follow_symlinks=False)
+            ]
+    except FileNotFoundError:
+        return []
     for p in stale:
         p.unlink(missing_ok=True)
     if stale:
         log.info("removed %d temporary file(s) of an interrupted write in %s", len(stale), out)
-    return stale
+    return sorted(stale)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While active, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does, so ``finally`` blocks
+    run: an atomic write in progress removes its temporary file, and the command exits non-zero
+    (130). Outside the main thread (where signal handlers cannot be set) it does nothing; the
+    previous handler comes back on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

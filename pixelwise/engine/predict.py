@@ -8,9 +8,12 @@ whose mask already exists is skipped (``overwrite`` redoes it). Every output is 
 so an interrupted run leaves only whole files. An unreadable input is reported and skipped; the others
 are still written, and the summary says which failed.
 
-Outputs: ``<stem>.png`` (palette PNG of class indices) for ordinary images; for TIFF inputs
-``<stem>.tif`` — a GeoTIFF with the source's CRS and transform when the input is georeferenced, so the
+Outputs: ``<name>.png`` (palette PNG of class indices) for ordinary images; for TIFF inputs
+``<name>.tif`` — a GeoTIFF with the source's CRS and transform when the input is georeferenced, so the
 mask lines up with its source. Overlays are written for images up to :data:`MAX_OVERLAY_PIXELS`.
+``<name>`` is the input's stem unless that would make two outputs of the run (or an output and an
+input) one file: :func:`output_names` gives the rule, which ``pixelwise demo`` shares. SIGTERM stops a
+run as Ctrl-C does; a new run into the same folder removes the temporary files a killed one left.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import glob
 import json
 import os
 import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,11 +36,20 @@ from ..data.io import IMAGE_EXTENSIONS, read_image, write_png
 from ..data.rasters import GeoRef, is_raster_path, read_raster, write_label_raster
 from ..errors import PixelwiseError, first_line
 from .distributed import DistContext, all_gather_objects, current_context, shard
+from .guard import remove_stale_temp_files, terminate_as_interrupt
 from .predictor import Prediction, Segmenter
 from .regions import regions_summary
 from .visualize import mask_image, overlay_with_legend
 
-__all__ = ["MAX_OVERLAY_PIXELS", "PredictSummary", "expand_inputs", "output_path", "predict_files"]
+__all__ = [
+    "MAX_OVERLAY_PIXELS",
+    "PredictSummary",
+    "expand_inputs",
+    "output_names",
+    "output_path",
+    "predict_files",
+]
+
 
 # Overlays of larger images (a 10,000 × 10,000 orthophoto) are not written: a second full-size RGB
 # image of little use at that size.
@@ -45,12 +59,14 @@ MAX_OVERLAY_PIXELS = 4096 * 4096
 @dataclass
 class PredictSummary:
     """What a prediction run did: masks written, inputs skipped because their mask existed, failures
-    (input, reason), images per second of the images predicted."""
+    (input, reason), inputs written under another name than their stem (input, mask written; see
+    :func:`output_names`), images per second of the images predicted."""
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    renamed: list[tuple[Path, Path]] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -89,16 +105,129 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
     return list(dict.fromkeys(found)), failed
 
 
-def _output_stems(paths: list[Path]) -> list[str]:
-    """Output names: the file stem, prefixed by its folder where two inputs share a stem."""
-    stems = [p.stem for p in paths]
-    dup = {s for s in stems if stems.count(s) > 1}
-    return [f"{p.parent.name}_{p.stem}" if p.stem in dup else p.stem for p in paths]
+def _folders(path: Path) -> list[str]:
+    """The folders of ``path`` made absolute, outermost first, without the root or drive."""
+    return os.path.normpath(os.path.abspath(path)).split(os.sep)[1:-1]
+
+
+def _name_at(path: Path, level: int) -> str:
+    """The output name of ``path`` at a level >= 1 of :func:`output_names`' rule: the file name,
+    then with one folder more per level up to the whole path, then numbered ``~2``, ``~3``, ..."""
+    if level == 1:
+        return path.name
+    folders = _folders(path)
+    extra = level - 1 - len(folders)
+    name = "_".join([*folders[len(folders) - min(level - 1, len(folders)) :], path.name])
+    return f"{name}~{extra + 1}" if extra > 0 else name
+
+
+def output_names(
+    paths: Sequence[Path],
+    suffixes: Callable[[Path], Iterable[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    reserved: Iterable[str] = (),
+) -> list[str]:
+    """Output names for ``paths``, distinct and the same whatever the order of the inputs.
+
+    Each input writes the files ``name + suffix`` for its ``suffixes`` (e.g. ``.png``,
+    ``_overlay.png``; asked once per file extension). Its name is the first of these that makes
+    none of its files one of another input's files, a ``reserved`` file or an input file in
+    ``out_dir`` (names compared ignoring case, as on macOS and Windows): the stem (``a``); the file
+    name (``a.jpg``); the folder and file name (``day1_a.jpg``), then with more folders
+    (``cam1_day1_a.jpg``) up to the whole path. Inputs that clash all move on together. Where even
+    the whole paths clash (names differing only in case), the first in path order keeps the name
+    and the others get ``~2``, ``~3``, ... Linear in the number of inputs: only clashing names are
+    looked at again.
+    """
+    out, here = os.path.realpath(out_dir), {}  # folder -> whether it is out_dir
+    names, ends, taken = [], [], {n.casefold() for n in reserved}
+    by_ext: dict[str, tuple[str, ...]] = {}
+    for p in paths:
+        folder, name = os.path.split(os.fspath(p))
+        if folder not in here:
+            here[folder] = os.path.realpath(folder or ".") == out
+        if here[folder]:  # an input in the output folder: no output may replace it
+            taken.add(name.casefold())
+        dot = name.rfind(".")  # stem and suffix as pathlib has them
+        stem, ext = (name[:dot], name[dot:]) if 0 < dot < len(name) - 1 else (name, "")
+        if ext not in by_ext:
+            by_ext[ext] = tuple(end.casefold() for end in suffixes(p))
+        names.append(stem)
+        ends.append(by_ext[ext])
+    level = [0] * len(paths)
+    # every file of every input, and the first input that writes it (built in C loops)
+    keys = [stem.casefold() + end for stem, group in zip(names, ends, strict=True) for end in group]
+    writers = [i for i, group in enumerate(ends) for _ in group]
+    first = dict(zip(reversed(keys), reversed(writers), strict=True))
+    owners: dict[str, list[int]] = {}  # the files of more than one input, and who writes them
+    if len(first) < len(keys):
+        counts = Counter(keys)
+        for key, i in zip(keys, writers, strict=True):
+            if counts[key] > 1:
+                owners.setdefault(key, []).append(i)
+    dirty = set(owners) | (taken & first.keys())  # the files to look at again
+    del keys, writers
+
+    def claim(i: int) -> None:
+        base = names[i].casefold()
+        for end in ends[i]:
+            key = base + end
+            j = first.setdefault(key, i)
+            if j != i:
+                owners.setdefault(key, [j]).append(i)
+            if j != i or key in taken:
+                dirty.add(key)
+
+    while dirty:  # every input that clashes moves on, all at once: the input order cannot matter
+        moving: set[int] = set()
+        for key in dirty:
+            who = owners.get(key) or ([first[key]] if key in first else [])
+            if key in taken:
+                moving.update(who)
+            elif len(who) > 1:
+                # those named by their whole path already: the first in path order keeps it
+                last = [i for i in who if level[i] and level[i] > len(_folders(paths[i]))]
+                keep = min(last, key=lambda i: (str(paths[i]), i), default=-1)
+                moving.update(i for i in who if i != keep)
+        dirty.clear()
+        for i in sorted(moving):
+            base = names[i].casefold()
+            for end in ends[i]:
+                _release(first, owners, base + end, i)
+            level[i] += 1
+            names[i] = _name_at(paths[i], level[i])
+            claim(i)
+    return names
+
+
+def _release(first: dict[str, int], owners: dict[str, list[int]], key: str, i: int) -> None:
+    """Input ``i`` no longer writes the file ``key`` (:func:`output_names`' book-keeping)."""
+    who = owners.pop(key, None) or [first[key]]
+    who.remove(i)
+    if who:
+        first[key] = who[0]
+        if len(who) > 1:
+            owners[key] = who
+    else:
+        del first[key]
+
+
+def _suffixes(path: Path) -> tuple[str, ...]:
+    """The files ``predict`` may write for an input, whatever the options (so that names, and
+    resuming, do not depend on them)."""
+    return (
+        ".tif" if is_raster_path(path) else ".png",
+        "_overlay.png",
+        "_probs.npy",
+        "_regions.json",
+    )
 
 
 def output_path(out_dir: Path, source: Path, stem: str) -> Path:
-    """The mask written for ``source``: ``<stem>.tif`` for TIFF inputs, else ``<stem>.png``."""
-    return out_dir / f"{stem}{'.tif' if is_raster_path(source) else '.png'}"
+    """The mask written for ``source`` under the name ``stem`` (:func:`output_names`):
+    ``<stem>.tif`` for TIFF inputs, else ``<stem>.png``."""
+    return out_dir / f"{stem}{_suffixes(source)[0]}"
 
 
 class _Images(Dataset):
@@ -139,9 +268,13 @@ def predict_files(
     num_workers: int = 2,
     progress: bool = True,
 ) -> PredictSummary:
-    """Predict every input image; write ``<stem>.png`` or ``<stem>.tif`` (+ ``_overlay.png``,
-    ``_probs.npy``) in ``out_dir``. In a process group (torchrun) each process predicts every
-    ``WORLD_SIZE``-th input and writes its own files; the summary returned covers all processes.
+    """Predict every input image; write ``<name>.png`` or ``<name>.tif`` (+ ``_overlay.png``,
+    ``_probs.npy``, ``_regions.json``) in ``out_dir``, ``<name>`` being the input's stem unless
+    that would make two outputs, or an output and an input, one file (:func:`output_names`). In a
+    process group (torchrun) each process predicts every ``WORLD_SIZE``-th input and writes its
+    own files; the summary returned covers all processes. SIGTERM stops the run as Ctrl-C does
+    (``KeyboardInterrupt``, no temporary file left); a run into the same ``out_dir`` removes the
+    temporary files that a killed run left for its outputs.
 
     Args:
         segmenter: the model and how to run it.
@@ -149,7 +282,7 @@ def predict_files(
         out_dir: output folder (created).
         probs: also write the class probabilities (K×H×W float32 ``.npy``).
         overlay: also write the image with the mask blended over it and a legend.
-        regions: also write ``<stem>_regions.json``: the classes present with pixel counts and area
+        regions: also write ``<name>_regions.json``: the classes present with pixel counts and area
             fractions, and their connected regions with bounding boxes and areas
             (:func:`pixelwise.engine.regions.regions_summary`, as ``pixelwise serve`` returns).
         overwrite: predict inputs whose mask already exists (otherwise they are skipped).
@@ -162,17 +295,9 @@ def predict_files(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths, failed = expand_inputs(inputs)
-    # under torchrun each process takes its share of the inputs, by position in the whole list
-    # (decided before any output exists, so no process's share depends on another's progress)
     ctx = current_context()
     summary = PredictSummary(failed=failed if ctx.is_main else [])
-    todo: list[tuple[Path, Path]] = []
-    for path, stem in shard(list(zip(paths, _output_stems(paths), strict=True)), ctx):
-        target = output_path(out, path, stem)
-        if target.exists() and not overwrite:
-            summary.skipped.append(target)
-        else:
-            todo.append((path, target))
+    todo = _plan(out, paths, ctx, overwrite=overwrite, summary=summary)
     if not todo:
         return _gathered(summary, ctx)
     loader = DataLoader(
@@ -208,24 +333,29 @@ def predict_files(
                 summary.failed.append((str(todo[i][0]), f"cannot write output: {first_line(exc)}"))
                 continue
             summary.written.append(todo[i][1])
+            if todo[i][1] != output_path(todo[i][1].parent, todo[i][0], todo[i][0].stem):
+                summary.renamed.append(todo[i])
         bar.update(len(pending))
         pending.clear()
 
-    try:
-        for i, image, geo, error in loader:
-            if error is not None:
-                summary.failed.append((str(todo[i][0]), error))
-                bar.update(1)
-                continue
-            if pending and (pending[0][1].shape != image.shape or len(pending) >= batch_size):
+    # SIGTERM stops the run as Ctrl-C does: a write in progress removes its temporary file
+    with terminate_as_interrupt():
+        try:
+            for i, image, geo, error in loader:
+                if error is not None:
+                    summary.failed.append((str(todo[i][0]), error))
+                    bar.update(1)
+                    continue
+                if pending and (pending[0][1].shape != image.shape or len(pending) >= batch_size):
+                    flush()
+                pending.append((i, image, geo))
+            if pending:
                 flush()
-            pending.append((i, image, geo))
-        if pending:
-            flush()
-    finally:
-        bar.close()
-        summary.seconds = time.perf_counter() - t0
-    return _gathered(summary, ctx)
+        finally:
+            bar.close()
+            summary.seconds = time.perf_counter() - t0
+    result = _gathered(summary, ctx)
+    return result
 
 
 def _gathered(summary: PredictSummary, ctx: DistContext) -> PredictSummary:
@@ -238,7 +368,50 @@ def _gathered(summary: PredictSummary, ctx: DistContext) -> PredictSummary:
         skipped=[p for s in parts for p in s.skipped],
         failed=[f for s in parts for f in s.failed],
         seconds=max(s.seconds for s in parts),
+        renamed=[r for s in parts for r in s.renamed],
     )
+
+
+def _plan(
+    out: Path, paths: list[Path], ctx: DistContext, *, overwrite: bool, summary: PredictSummary
+) -> list[tuple[Path, Path]]:
+    """This process's (input, mask) pairs to predict, named by :func:`output_names` over all the
+    inputs. Under torchrun each process takes its share by position in the whole list (decided
+    before any output exists, so no share depends on another process's progress). The temporary
+    files that a killed run left for this share's outputs are removed; an input whose mask exists is
+    skipped unless ``overwrite``; an input whose output would be an input file (a link into
+    ``out``) is refused."""
+    mine = shard(list(zip(paths, output_names(paths, _suffixes, out), strict=True)), ctx)
+    remove_stale_temp_files(out, (name + end for path, name in mine for end in _suffixes(path)))
+    present = set(os.listdir(out))
+    inputs: dict[tuple[int, int], Path] | None = None
+    todo: list[tuple[Path, Path]] = []
+    for path, name in mine:
+        target = output_path(out, path, name)
+        if target.name in present and target.exists() and not overwrite:
+            summary.skipped.append(target)
+            continue
+        there = [out / (name + end) for end in _suffixes(path) if name + end in present]
+        if there and inputs is None:  # an existing output may be an input (a link): look once
+            inputs = {key: p for p in paths if (key := _identity_of(p)) is not None}
+        clash = [(f, inputs[k]) for f in there if (k := _identity_of(f, follow=False)) in inputs]
+        if clash:
+            output, source = clash[0]
+            summary.failed.append(
+                (str(path), f"not written: its output {output} is the input {source}")
+            )
+            continue
+        todo.append((path, target))
+    return todo
+
+
+def _identity_of(path: Path, *, follow: bool = True) -> tuple[int, int] | None:
+    """(device, inode) of a file, or ``None`` when it cannot be looked at."""
+    try:
+        st = os.stat(path, follow_symlinks=follow)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _write(
