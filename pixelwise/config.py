@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import PixelwiseError, first_line, pydantic_message
 
@@ -38,8 +45,16 @@ MONITOR_MEANS = ("miou", "mean_dice", "pixel_accuracy", "mean_accuracy")
 MONITOR_PER_CLASS = ("iou", "dice")
 
 
+# numbers that only make sense in a range (every float is also finite: no nan, no inf)
+_Positive = Annotated[float, Field(gt=0.0)]
+_NonNegative = Annotated[float, Field(ge=0.0)]
+_Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+_Side = Annotated[int, Field(ge=1)]
+_MAX_SCALE = 10.0  # augment.scale: a 480×360 image at 10× is already 17 M pixels
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -55,24 +70,45 @@ class ModelConfig(_Strict):
     output: Literal["softmax", "sigmoid"] = "softmax"
     threshold: float = Field(0.5, gt=0.0, lt=1.0)  # sigmoid: predict class 1 where σ(z) > threshold
 
+    @model_validator(mode="after")
+    def _checked_arguments(self) -> ModelConfig:
+        """The architecture and its arguments against the registry's limits, before any data is
+        read or anything built (the model's size is checked once the dataset gives its classes)."""
+        from .registry import check_model_args
+
+        taken = sorted({"num_classes", "in_channels"} & set(self.params))
+        if taken:
+            raise ValueError(f"params must not set {', '.join(taken)}: the dataset gives them")
+        check_model_args(self.name, self.params, complete=False)
+        return self
+
 
 class AugmentConfig(_Strict):
-    crop_size: tuple[int, int] | None = (256, 256)  # (H, W); None trains on whole images
-    scale: tuple[float, float] = (0.5, 2.0)
+    crop_size: tuple[_Side, _Side] | None = (256, 256)  # (H, W); None trains on whole images
+    scale: tuple[_Positive, _Positive] = (0.5, 2.0)  # (min, max) random rescaling
     hflip: bool = True
     vflip: bool = False
     rotate90: bool = False
-    color_jitter: float = 0.0
+    color_jitter: _NonNegative = 0.0
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"min {v[0]} is more than max {v[1]}")
+        if v[1] > _MAX_SCALE:
+            raise ValueError(f"max {v[1]} is more than {_MAX_SCALE} (images grow by its square)")
+        return v
 
 
 class NormalizeConfig(_Strict):
     mean: list[float] | None = None  # None: ImageNet for RGB, 0.5 for grayscale
-    std: list[float] | None = None
+    std: list[_Positive] | None = None
 
 
 class LossTerm(_Strict):
     name: str = "ce"
-    weight: float = 1.0
+    weight: _NonNegative = 1.0
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -82,8 +118,17 @@ ClassWeightScheme = Literal["inverse_frequency", "median_frequency", "effective_
 class LossConfig(_Strict):
     terms: list[LossTerm] = Field(default_factory=lambda: [LossTerm()], min_length=1)
     # one weight per class, or a scheme computed from the train split's pixel counts
-    class_weights: list[float] | ClassWeightScheme | None = None
+    class_weights: list[_NonNegative] | ClassWeightScheme | None = None
     class_weights_beta: float = Field(0.9999, ge=0.0, lt=1.0)  # effective_number only
+
+    @model_validator(mode="after")
+    def _something_to_learn(self) -> LossConfig:
+        if not any(t.weight > 0 for t in self.terms):
+            raise ValueError("every loss term has weight 0: nothing would be learned")
+        cw = self.class_weights
+        if isinstance(cw, list) and not any(w > 0 for w in cw):
+            raise ValueError("class_weights are all 0: nothing would be learned")
+        return self
 
     @field_validator("class_weights", mode="before")
     @classmethod
@@ -98,30 +143,32 @@ class LossConfig(_Strict):
 
 class OptimConfig(_Strict):
     name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9  # sgd
+    lr: _Positive = 1e-3
+    weight_decay: _NonNegative = 1e-4
+    momentum: _Fraction = 0.9  # sgd
     nesterov: bool = False  # sgd
-    betas: tuple[float, float] = (0.9, 0.999)  # adamw
+    betas: tuple[_Fraction, _Fraction] = (0.9, 0.999)  # adamw
 
 
 class ScheduleConfig(_Strict):
     name: Literal["poly", "cosine", "constant"] = "poly"
-    power: float = 0.9  # poly
-    warmup_iters: int = 0
-    warmup_start: float = 0.01  # warm-up starts at lr * warmup_start
-    min_lr_ratio: float = 0.0
+    power: _NonNegative = 0.9  # poly
+    warmup_iters: int = Field(0, ge=0)  # optimizer steps; a warm-up as long as the run is warned of
+    warmup_start: float = Field(0.01, ge=0.0, le=1.0)  # warm-up starts at lr * warmup_start
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class TrainConfig(_Strict):
-    epochs: int = 50
-    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
-    batch_size: int = 8  # per process; effective batch = batch_size × grad_accum × processes
-    grad_accum: int = 1
-    eval_batch_size: int = 4
-    num_workers: int = 2
+    epochs: int = Field(50, ge=1)
+    # stop after this many optimizer steps (smoke runs)
+    max_steps: int | None = Field(None, ge=1)
+    # per process; effective batch = batch_size × grad_accum × processes
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    eval_batch_size: int = Field(4, ge=1)
+    num_workers: int = Field(2, ge=0)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    val_every: int = 1  # epochs
+    val_every: int = Field(1, ge=1)  # epochs
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     channels_last: bool = False

@@ -19,7 +19,7 @@ import pixelwise
 from pixelwise import cli
 from pixelwise.engine import Segmenter
 from pixelwise.engine.bundle import bundle_info, read_bundle, write_bundle
-from pixelwise.engine.checkpoint import ModelMeta, save_checkpoint
+from pixelwise.engine.checkpoint import ModelMeta, save_checkpoint, sha256_file
 from pixelwise.engine.loading import load_model, resolve_model
 from pixelwise.errors import PixelwiseError
 from pixelwise.pretrained import ENV_VAR, bundled_path, list_bundled, pretrained_dir, search_dirs
@@ -207,7 +207,7 @@ def test_non_safetensors_weights_are_refused_without_unpickling(tmp_path: Path, 
     }[kind]
     weights.write_bytes(payload)
     desc = json.loads(path.read_text())
-    desc["sha256"] = ""  # no checksum: the safetensors parser itself must refuse it
+    desc["sha256"] = sha256_file(weights)  # it passes the checksum: the parser must refuse it
     path.write_text(json.dumps(desc))
     with pytest.raises(PixelwiseError, match="not a readable safetensors file") as err:
         read_bundle(path)

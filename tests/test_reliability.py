@@ -325,8 +325,8 @@ def test_garbage_onnx_and_safetensors_are_refused_in_one_line(tmp_path: Path, da
     with pytest.raises(PixelwiseError) as info:
         Segmenter.from_checkpoint(onnx, device="cpu")
     assert str(onnx) in str(info.value) and "\n" not in str(info.value)
-    # a bundle: its description names the weights; garbage weights (with no checksum to catch
-    # them first) must still give one line
+    # a bundle: its description names the weights; garbage weights (with their own checksum, so
+    # that the checksum does not catch them first) must still give one line
     meta = _tiny_meta()
     (tmp_path / "m.safetensors").write_bytes(data)
     (tmp_path / "m.json").write_text(
@@ -335,6 +335,7 @@ def test_garbage_onnx_and_safetensors_are_refused_in_one_line(tmp_path: Path, da
                 "format": "pixelwise.bundle/1",
                 "name": "m",
                 "weights": "m.safetensors",
+                "sha256": sha256_file(tmp_path / "m.safetensors"),
                 "meta": meta.to_dict(),
                 "dtype": "float32",
                 "input_size": [32, 32],

@@ -191,6 +191,21 @@ class _LookupEncoding(MaskEncoding):
         """The raw value of each class."""
         raise NotImplementedError
 
+    def check(self, spec: DatasetSpec) -> None:
+        """A value meaning "unlabelled" must not be a class's: that class's pixels would all be
+        ignored, and it would score IoU 0 inside every mean."""
+        m = spec.mask
+        ignored = [("mask.ignore_index", m.ignore_index)] if m.ignore_index is not None else []
+        ignored += [("mask.ignore_values", v) for v in m.ignore_values]
+        owner = {v: i for i, v in enumerate(self._values(spec)) if v is not None}
+        for key, value in ignored:
+            if value in owner:
+                k = owner[value]
+                raise ValueError(
+                    f"{key} {value} is also the mask value of class {spec.classes[k].name!r} "
+                    f"(class {k}): its pixels would all be ignored; use a value no class has"
+                )
+
     def _lut(self, spec: DatasetSpec, size: int) -> np.ndarray:
         """Value → class lookup table; -1 marks values that are not declared."""
         lut = np.full(size, -1, dtype=np.int16)
@@ -297,6 +312,7 @@ class ValueMapEncoding(_LookupEncoding):
     def check(self, spec: DatasetSpec) -> None:
         if any(c.mask_value is None for c in spec.classes):
             raise ValueError(f"mask encoding {self.name!r} needs a mask_value for every class")
+        super().check(spec)
 
     def _values(self, spec: DatasetSpec) -> list[int | None]:
         return [c.mask_value for c in spec.classes]
@@ -318,6 +334,13 @@ class RgbEncoding(MaskEncoding):
     def check(self, spec: DatasetSpec) -> None:
         if any(c.color is None for c in spec.classes):
             raise ValueError(f"mask encoding {self.name!r} needs a color for every class")
+        ignore = spec.mask.ignore_color
+        if ignore is not None and tuple(ignore) in spec.colors:
+            k = spec.colors.index(tuple(ignore))
+            raise ValueError(
+                f"mask.ignore_color {list(ignore)} is also the colour of class "
+                f"{spec.classes[k].name!r} (class {k}): its pixels would all be ignored"
+            )
 
     def decode(self, raw: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, dict[str, int]]:
         if raw.ndim == 2:

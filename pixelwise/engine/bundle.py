@@ -12,6 +12,9 @@ such as BatchNorm's ``num_batches_tracked`` kept as they are) and is read with
      "inference": {"amp": "bf16", "check": {"data": "camvid", "split": "test", "images": 233,
                    "miou_float32": 0.6891, "miou_amp": 0.6891}}}
 
+``sha256`` is required (64 hex digits) and always checked before the weights are read; the ``meta``
+is checked as a checkpoint's is (:class:`ModelMeta`, :func:`build_model`): nothing is built before
+the architecture's arguments, its size and every weight's shape are known to fit.
 ``input_size`` (H, W) is the size the model was trained and evaluated at. Loading casts the weights back
 to float32, so a float16 bundle predicts in float32 with weights rounded to float16 (relative error
 below 2⁻¹¹). The optional ``inference`` block records a reduced precision the model was *checked* to
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +65,7 @@ _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 # check accepts against float32.
 INFERENCE_AMPS = {"bf16": torch.bfloat16}
 AMP_TOLERANCE = 0.001
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def is_bundle_path(path: str | os.PathLike[str]) -> bool:
@@ -197,7 +202,8 @@ def bundle_info(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
     (the ``.json``) and ``weights_path`` added.
 
     Raises:
-        PixelwiseError: a missing or malformed description.
+        PixelwiseError: a missing or malformed description (a ``sha256`` that is not 64 hex
+            digits included).
     """
     path = _json_path(path_or_name)
     if not path.is_file():
@@ -213,6 +219,11 @@ def bundle_info(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
     weights = info.get("weights")
     if not isinstance(weights, str) or Path(weights).name != weights or not weights:
         raise PixelwiseError(f"{path}: 'weights' must name a file beside it, got {weights!r}")
+    digest = info.get("sha256")
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        raise PixelwiseError(
+            f"{path}: 'sha256' must be the SHA-256 of {weights} (64 hex digits), got {digest!r:.80}"
+        )
     if not isinstance(info.get("meta"), dict):
         raise PixelwiseError(f"{path}: 'meta' (the model's description) is missing")
     if "inference" in info:
@@ -272,8 +283,9 @@ def read_bundle(
         path_or_name: ``NAME.json``, ``NAME.safetensors``, or a bundled model's name.
 
     Raises:
-        PixelwiseError: missing files, a checksum mismatch, a file that is not safetensors, or
-            weights that do not fit the architecture — one line each.
+        PixelwiseError: missing files, a missing or mismatching checksum, a file that is not
+            safetensors, unusable metadata, or weights that do not fit the architecture — one
+            line each.
     """
     info = bundle_info(path_or_name)
     where = info["path"]
@@ -281,7 +293,7 @@ def read_bundle(
     weights = Path(info["weights_path"])
     if not weights.is_file():
         raise PixelwiseError(f"{weights}: bundle weights not found (described by {where})")
-    if info.get("sha256") and sha256_file(weights) != info["sha256"]:
+    if sha256_file(weights) != info["sha256"].lower():  # always: bundle_info requires one
         raise PixelwiseError(
             f"{weights}: checksum does not match {Path(where).name} (a corrupt or replaced file)"
         )
@@ -292,8 +304,4 @@ def read_bundle(
             f"{weights}: not a readable safetensors file ({first_line(exc)[:200]})"
         ) from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-    try:
-        model = build_model(meta, state)
-    except PixelwiseError as exc:
-        raise PixelwiseError(f"{weights}: {exc}") from None
-    return model.eval(), meta, info
+    return build_model(meta, state, where=str(weights)).eval(), meta, info

@@ -4,8 +4,12 @@ A checkpoint is a ``torch.save`` of plain containers and tensors only, so ``torc
 reads it; anything else (a pickled class, a code payload) is refused. ``meta`` records what is needed to
 rebuild and use the model: architecture, its arguments, classes, colours, normalisation, and whether
 it is a softmax or a one-channel sigmoid model. Fields added later have defaults, so older checkpoints
-still load. A training run records each checkpoint's SHA-256 in its ``manifest.json``;
-:func:`load_checkpoint` refuses a file whose digest differs from the one recorded beside it.
+still load. A file's metadata is untrusted: :class:`ModelMeta` refuses classes, colours or a
+normalisation it cannot be used with, and :func:`build_model` checks the architecture's arguments
+against the registry's limits, the model's size and every weight's shape on the ``meta`` device
+before it allocates the model. A training run records each checkpoint's SHA-256 in its
+``manifest.json``; :func:`load_checkpoint` refuses a file whose digest differs from the one
+recorded beside it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 from dataclasses import asdict, dataclass, field
@@ -24,7 +29,7 @@ from torch import nn
 
 from .._atomic import atomic_path, write_text_atomic
 from ..errors import PixelwiseError, first_line
-from ..registry import create_model
+from ..registry import MAX_CLASSES, MAX_IN_CHANNELS, create_model, model_skeleton
 
 __all__ = [
     "FORMAT",
@@ -43,7 +48,12 @@ MANIFEST = "manifest.json"  # a run folder's manifest: versions, command and che
 
 @dataclass
 class ModelMeta:
-    """Everything beside the weights that using a model needs."""
+    """Everything beside the weights that using a model needs.
+
+    Checked on creation, one line per problem: one distinct name and one colour (three integers
+    0-255) for each of ``num_classes`` (1 to 255), one finite mean and one positive standard
+    deviation for each of ``in_channels`` (1 to 16).
+    """
 
     arch: str
     num_classes: int
@@ -58,6 +68,7 @@ class ModelMeta:
     threshold: float = 0.5  # sigmoid: class 1 where σ(logit) > threshold
 
     def __post_init__(self) -> None:
+        _check_meta(self)
         if self.output not in ("softmax", "sigmoid"):
             raise PixelwiseError(
                 f"model output must be 'softmax' or 'sigmoid', got {self.output!r}"
@@ -85,6 +96,65 @@ class ModelMeta:
             return cls(**d)
         except (TypeError, PixelwiseError) as exc:
             raise PixelwiseError(f"{where}: malformed model metadata ({exc})") from None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v
+    )
+
+
+def _check_meta(m: ModelMeta) -> None:
+    """The fields' types, lengths and ranges: what a model file says about its classes and inputs
+    must be usable before anything is built from it or predicted with it."""
+    if not isinstance(m.arch, str) or not m.arch:
+        raise PixelwiseError(f"arch must name an architecture, got {m.arch!r}")
+    if not _is_int(m.num_classes) or not 1 <= m.num_classes <= MAX_CLASSES:
+        raise PixelwiseError(
+            f"num_classes must be an integer from 1 to {MAX_CLASSES}, got {m.num_classes!r}"
+        )
+    if not _is_int(m.in_channels) or not 1 <= m.in_channels <= MAX_IN_CHANNELS:
+        raise PixelwiseError(
+            f"in_channels must be an integer from 1 to {MAX_IN_CHANNELS}, got {m.in_channels!r}"
+        )
+    k = m.num_classes
+    names = m.class_names
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+        raise PixelwiseError(f"class_names must be a list of non-empty names, got {names!r:.80}")
+    if len(names) != k:
+        raise PixelwiseError(f"class_names has {len(names)} names for num_classes {k}")
+    if len(set(names)) != k:
+        raise PixelwiseError(f"class_names repeats a name: {names!r:.80}")
+    colors = m.colors
+    if not isinstance(colors, (list, tuple)) or len(colors) != k:
+        n = len(colors) if isinstance(colors, (list, tuple)) else repr(colors)
+        raise PixelwiseError(f"colors has {n} colours for num_classes {k}")
+    for i, c in enumerate(colors):
+        if not (
+            isinstance(c, (list, tuple))
+            and len(c) == 3
+            and all(_is_int(v) and 0 <= v <= 255 for v in c)
+        ):
+            raise PixelwiseError(f"colors[{i}] = {c!r:.40} is not three integers from 0 to 255")
+    for key in ("mean", "std"):
+        values = getattr(m, key)
+        if not _numbers(values) or len(values) != m.in_channels:
+            raise PixelwiseError(
+                f"{key} must be {m.in_channels} number(s), one per input channel, got {values!r:.80}"
+            )
+        if not all(math.isfinite(v) for v in values) or (key == "std" and min(values) <= 0):
+            what = "finite and positive" if key == "std" else "finite"
+            raise PixelwiseError(f"{key} must be {what}, got {values!r}")
+    if not isinstance(m.model_kwargs, dict) or not all(isinstance(x, str) for x in m.model_kwargs):
+        raise PixelwiseError(
+            f"model_kwargs must be a mapping of argument names, got {m.model_kwargs!r:.80}"
+        )
+    if not isinstance(m.dataset, str):
+        raise PixelwiseError(f"dataset must be a name, got {m.dataset!r:.80}")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -189,25 +259,65 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return ckpt
 
 
-def build_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """Rebuild the architecture from ``meta`` and load ``state_dict`` when given."""
+def _compare_shapes(skeleton: nn.Module, state_dict: dict[str, Any], meta: ModelMeta) -> None:
+    """Refuse weights whose names or shapes differ from the model ``meta`` describes (``skeleton``,
+    built on the meta device), before the model is built for real."""
+    expected = skeleton.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        raise PixelwiseError(
+            f"weights do not match architecture {meta.arch!r} {meta.model_kwargs}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for key, want in expected.items():
+        got = state_dict[key]
+        if not isinstance(got, torch.Tensor):
+            raise PixelwiseError(f"weights: {key!r} is not a tensor ({type(got).__name__})")
+        if tuple(got.shape) != tuple(want.shape):
+            raise PixelwiseError(
+                f"weights do not match architecture {meta.arch!r} {meta.model_kwargs}: "
+                f"{key!r} has shape {tuple(got.shape)}, the architecture {tuple(want.shape)}"
+            )
+
+
+def _load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], meta: ModelMeta) -> None:
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first = first_line(exc, last=True, default="shape mismatch")
+        raise PixelwiseError(
+            f"weights do not match architecture {meta.arch!r} {meta.model_kwargs}: {first[:200]}"
+        ) from None
+
+
+def build_model(
+    meta: ModelMeta, state_dict: dict[str, torch.Tensor] | None = None, *, where: str = ""
+) -> nn.Module:
+    """Rebuild the architecture from ``meta`` and load ``state_dict`` when given.
+
+    Nothing large is allocated before everything is checked: the architecture and its arguments
+    against the registry's limits, its size, and (with ``state_dict``) every weight's name and
+    shape against the model built on the ``meta`` device (:func:`~pixelwise.registry.model_skeleton`).
+
+    Raises:
+        PixelwiseError: one line, prefixed with ``where`` (the file) when given.
+    """
     kwargs = dict(meta.model_kwargs)
     if state_dict is not None:
         kwargs.pop("encoder_weights", None)  # pretrained weights come from the state dict instead
-    model = create_model(
-        meta.arch, num_classes=meta.out_channels, in_channels=meta.in_channels, **kwargs
-    )
-    if state_dict is not None:
-        try:
-            missing, unexpected = model.load_state_dict(state_dict, strict=False)
-        except RuntimeError as exc:
-            first = first_line(exc, last=True, default="shape mismatch")
-            raise PixelwiseError(
-                f"weights do not match architecture {meta.arch!r} {meta.model_kwargs}: {first[:200]}"
-            ) from None
-        if missing or unexpected:
-            raise PixelwiseError(
-                f"weights do not match architecture {meta.arch!r}: missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]}"
-            )
+    args = {"num_classes": meta.out_channels, "in_channels": meta.in_channels, **kwargs}
+    prefix = f"{where}: " if where else ""
+    try:
+        if "num_classes" in kwargs or "in_channels" in kwargs:
+            raise PixelwiseError("model_kwargs must not set num_classes or in_channels")
+        skeleton = model_skeleton(meta.arch, **args)
+        if state_dict is not None:
+            _compare_shapes(skeleton, state_dict, meta)
+        del skeleton
+        model = create_model(meta.arch, **args)
+        if state_dict is not None:
+            _load_weights(model, state_dict, meta)
+    except PixelwiseError as exc:
+        raise PixelwiseError(f"{prefix}{exc}") from None
     return model

@@ -76,4 +76,5 @@ def load_model(source: str | os.PathLike[str], *, device: str = "auto") -> Loade
     meta = ModelMeta.from_dict(ckpt.get("meta", {}), where=str(path))
     if not isinstance(ckpt.get("model"), dict):
         raise PixelwiseError(f"{path}: checkpoint holds no model weights")
-    return LoadedModel(build_model(meta, ckpt["model"]).eval(), meta, None, str(path))
+    model = build_model(meta, ckpt["model"], where=str(path))
+    return LoadedModel(model.eval(), meta, None, str(path))

@@ -49,9 +49,9 @@ from ..data import (
 from ..data.classes import IGNORE_INDEX
 from ..data.spec import DatasetSpec
 from ..data.validate import SplitReport
-from ..errors import PixelwiseError
+from ..errors import PixelwiseError, first_line
 from ..losses import build_loss, class_weights
-from ..registry import create_model
+from ..registry import create_model, model_skeleton
 from .callbacks import (
     Callback,
     CallbackList,
@@ -84,9 +84,11 @@ from .predictor import Segmenter
 from .runtime import autocast, resolve_amp
 
 __all__ = [
+    "RESUME_MAY_CHANGE",
     "TrainResult",
     "TrainState",
     "build_optimizer",
+    "check_resume_config",
     "fit",
     "lr_factor",
     "resolve_class_weights",
@@ -397,6 +399,8 @@ def _train(
         raise PixelwiseError(
             f"{out} already holds a run (last.ckpt); pass --resume to continue it or choose another --out"
         )
+    if resume:
+        check_resume_config(cfg, out)
     state = setup(cfg, out, progress=progress, callbacks=callbacks)
     if resume:
         resume_from(state, state.last_path)
@@ -446,6 +450,16 @@ def setup(
 
     spec = load_dataset_spec(cfg.data.dataset)
     monitor = Monitor.parse(tc.monitor, spec.class_names)
+    # the model's arguments and size, on the meta device: before the data is read or anything built
+    try:
+        model_skeleton(
+            cfg.model.name,
+            num_classes=1 if cfg.model.output == "sigmoid" else spec.num_classes,
+            in_channels=spec.image_channels,
+            **cfg.model.params,
+        )
+    except PixelwiseError as exc:
+        raise PixelwiseError(f"model.params: {exc}") from None
     splits = [cfg.data.train_split] + ([cfg.data.val_split] if cfg.data.val_split else [])
     log.info(
         "dataset %s: %d classes (%s), from %s",
@@ -486,6 +500,13 @@ def setup(
     total_steps = tc.epochs * max(1, math.ceil(per_rank / tc.batch_size) // tc.grad_accum)
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
+    if cfg.schedule.warmup_iters >= total_steps:
+        log.warning(
+            "schedule.warmup_iters %d is not shorter than the run (%d optimizer steps): the "
+            "learning rate never reaches optim.lr",
+            cfg.schedule.warmup_iters,
+            total_steps,
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, cfg)
     )
@@ -588,6 +609,92 @@ def _build_net(
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
     return sync_batchnorm(net, cfg.train.sync_batchnorm, ctx, device)
+
+
+# Settings a resumed run may change: each takes effect from the resumed step on and contradicts
+# nothing restored from last.ckpt. Every other setting is fixed by what last.ckpt holds (optimizer
+# and schedule state, weights, data order and augmentation, loss) and is refused if changed.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "train.epochs",  # extend (or shorten) the run: the schedule follows the new length
+        "train.max_steps",
+        "train.val_every",
+        "train.eval_batch_size",
+        "train.num_workers",
+        "train.device",
+        "train.channels_last",
+        "train.deterministic",
+        "train.tensorboard",
+        "train.monitor",  # best.ckpt is then chosen anew from the next validation
+        "train.early_stopping_patience",
+        "train.early_stopping_min_delta",
+        # another number of processes: keep the effective batch and the learning rate
+        "train.grad_accum",
+        "train.lr_scaling",
+        "train.sync_batchnorm",
+    }
+)
+_UNSET = object()
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _run_recipe(out: Path) -> tuple[dict | None, Path]:
+    """The recipe a run was trained with, as ``RunConfig.model_dump(mode="json")`` gives it: its
+    ``config.yaml``, else (a run written before there was one) the one in ``last.ckpt``."""
+    path = out / "config.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        path = out / "last.ckpt"
+        raw = load_checkpoint(path).get("config")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise PixelwiseError(f"{path}: cannot read the run's recipe ({first_line(exc)})") from None
+    if not isinstance(raw, dict):
+        return None, path
+    try:
+        return RunConfig(**raw).model_dump(mode="json"), path
+    except ValueError:  # a recipe of an older version: compare what it holds
+        return raw, path
+
+
+def check_resume_config(cfg: RunConfig, out: str | Path) -> None:
+    """Refuse to resume the run in ``out`` with settings that ``last.ckpt`` fixes.
+
+    ``cfg`` is compared with the run's ``config.yaml``; only the settings in
+    :data:`RESUME_MAY_CHANGE` may differ, and ``data.val_split`` may be turned off or on (not
+    changed to another split: best.ckpt would compare scores of two splits). So the
+    ``config.yaml`` a resumed run writes holds only values it uses.
+
+    Raises:
+        PixelwiseError: one line naming the first changed setting, its two values and the file.
+    """
+    before, path = _run_recipe(Path(out))
+    if before is None:
+        return
+    old, new = _flat(before), _flat(cfg.model_dump(mode="json"))
+    for key in [*old, *(k for k in new if k not in old)]:
+        a, b = old.get(key, _UNSET), new.get(key, _UNSET)
+        if a == b or key in RESUME_MAY_CHANGE:
+            continue
+        if (a is _UNSET or b is _UNSET) and not key.startswith("model.params."):
+            continue  # a setting one of the two versions does not have
+        if key == "data.val_split" and None in (a, b):
+            continue
+        shown = ["unset" if v is _UNSET else repr(v) for v in (a, b)]
+        raise PixelwiseError(
+            f"--resume: {key} is {shown[1]} but the run in {out} was trained with {shown[0]} "
+            f"({path.name}); last.ckpt's state fixes it: resume without changing it, or start "
+            "a new run (another --out)"
+        )
 
 
 def resume_from(state: TrainState, path: str | Path) -> None:

@@ -36,6 +36,23 @@ from .decoder import DeepestFeature, DeepLabV2Decoder, DeepLabV3Decoder, DeepLab
 
 __all__ = ["deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3plus"]
 
+# the range of each argument that sets a size or a count (pixelwise.registry checks them first)
+_V3_LIMITS = {
+    "output_stride": (8, 32),
+    "rates": (1, 256),
+    "multi_grid": (1, 16),
+    "aspp_channels": (1, 4096),
+    "head_convs": (0, 8),
+    "dropout": (0.0, 1.0),
+}
+_V3PLUS_LIMITS = {
+    **{k: v for k, v in _V3_LIMITS.items() if k != "head_convs"},
+    "low_level_stride": (1, 32),
+    "low_level_channels": (1, 4096),
+    "decoder_convs": (0, 8),
+    "aspp_head_convs": (0, 8),
+}
+
 
 def _rates(rates: Sequence[int] | None, reference: tuple[int, ...], at: int, os: int) -> list[int]:
     """``rates`` as given, or the paper's ``reference`` rates (set at output stride ``at``) rescaled."""
@@ -46,7 +63,7 @@ def _rates(rates: Sequence[int] | None, reference: tuple[int, ...], at: int, os:
     return [int(r) for r in rates]
 
 
-@register_model("deeplabv1")
+@register_model("deeplabv1", limits={"output_stride": (8, 32)})
 def deeplabv1(
     *,
     num_classes: int,
@@ -73,7 +90,7 @@ def deeplabv1(
     return SegmentationModel(enc, decoder, head, num_classes=num_classes)
 
 
-@register_model("deeplabv2")
+@register_model("deeplabv2", limits={"output_stride": (8, 32), "rates": (1, 256)})
 def deeplabv2(
     *,
     num_classes: int,
@@ -103,7 +120,7 @@ def deeplabv2(
     return SegmentationModel(enc, decoder, nn.Identity(), num_classes=num_classes)
 
 
-@register_model("deeplabv3")
+@register_model("deeplabv3", limits=_V3_LIMITS)
 def deeplabv3(
     *,
     num_classes: int,
@@ -151,7 +168,7 @@ def deeplabv3(
     return SegmentationModel(enc, decoder, head, num_classes=num_classes)
 
 
-@register_model("deeplabv3plus")
+@register_model("deeplabv3plus", limits=_V3PLUS_LIMITS)
 def deeplabv3plus(
     *,
     num_classes: int,

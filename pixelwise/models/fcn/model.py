@@ -25,6 +25,8 @@ from .decoder import FCNDecoder
 __all__ = ["fcn32s", "fcn16s", "fcn8s"]
 
 _HAS_FC = ("vgg16", "vgg16_largefov")  # encoders whose deepest feature is already fc7
+# the range of each argument that sets a size (pixelwise.registry checks them first)
+_LIMITS = {"output_stride": (8, 32), "head_channels": (0, 8192)}
 
 
 def _fcn(
@@ -57,7 +59,7 @@ def _fcn(
     return SegmentationModel(enc, decoder, nn.Identity(), num_classes=num_classes)
 
 
-@register_model("fcn32s")
+@register_model("fcn32s", limits=_LIMITS)
 def fcn32s(
     *,
     num_classes: int,
@@ -81,7 +83,7 @@ def fcn32s(
     return _fcn(0, **locals())
 
 
-@register_model("fcn16s")
+@register_model("fcn16s", limits=_LIMITS)
 def fcn16s(
     *,
     num_classes: int,
@@ -96,7 +98,7 @@ def fcn16s(
     return _fcn(1, **locals())
 
 
-@register_model("fcn8s")
+@register_model("fcn8s", limits=_LIMITS)
 def fcn8s(
     *,
     num_classes: int,

@@ -26,7 +26,7 @@ from .decoder import ParseNetContext
 __all__ = ["parsenet"]
 
 
-@register_model("parsenet")
+@register_model("parsenet", limits={"output_stride": (8, 32), "norm_scale": (1e-3, 1e3)})
 def parsenet(
     *,
     num_classes: int,

@@ -22,8 +22,18 @@ from .decoder import PSPAuxHead, PSPDecoder
 
 __all__ = ["pspnet"]
 
+# the range of each argument that sets a size or a count (pixelwise.registry checks them first)
+_LIMITS = {
+    "output_stride": (8, 32),
+    "bins": (1, 64),
+    "decoder_channels": (1, 8192),
+    "fuse_kernel": (1, 3),
+    "aux_weight": (0.0, 100.0),
+    "dropout": (0.0, 1.0),
+}
 
-@register_model("pspnet")
+
+@register_model("pspnet", limits=_LIMITS)
 def pspnet(
     *,
     num_classes: int,

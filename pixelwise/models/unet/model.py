@@ -52,7 +52,7 @@ class UNet(nn.Module):
         return resize_to(logits, size)
 
 
-@register_model("unet")
+@register_model("unet", limits={"base_channels": (1, 512), "depth": (1, 8), "dropout": (0.0, 1.0)})
 def unet(
     *,
     num_classes: int,
@@ -69,7 +69,7 @@ def unet(
     return UNet(encoder, num_classes, norm=norm)
 
 
-@register_model("unet_encoder")
+@register_model("unet_encoder", limits={"output_stride": (8, 32), "decoder_channels": (1, 4096)})
 def unet_encoder(
     *,
     num_classes: int,
