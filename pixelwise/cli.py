@@ -497,6 +497,8 @@ def data_validate(
 
     spec = load_dataset_spec(data)
     _say(f"dataset {spec.name}: {spec.num_classes} classes, from {spec.source}")
+    for note in spec.notes:
+        _say(f"note: {note}")
     problems = 0
     for name in split or list(spec.splits):
         t0 = time.perf_counter()
@@ -505,6 +507,8 @@ def data_validate(
         problems += len(rep.problems)
         for p in rep.problems:
             _say(f"problem: {p}", err=True)
+        for note in rep.notes:
+            _say(f"note: {note}", err=True)
         status = "ok" if rep.ok else f"{len(rep.problems)} problem(s)"
         console.print(f"split {name}: {rep.num_images} images, {status} ({seconds:.1f} s)")
     if problems:

@@ -85,7 +85,8 @@ def test_old_metadata_loads_as_softmax_and_sigmoid_metadata_builds_one_channel()
     assert build_model(sig)(torch.zeros(1, 3, 8, 8)).shape == (1, 1, 8, 8)
     assert ModelMeta.from_dict(sig.to_dict()) == sig
     with pytest.raises(PixelwiseError, match="needs exactly 2 classes"):
-        ModelMeta.from_dict({**OLD_META, "num_classes": 3, "output": "sigmoid"})
+        three = {"class_names": ["a", "b", "c"], "colors": [[0, 0, 0], [9, 9, 9], [99, 99, 99]]}
+        ModelMeta.from_dict({**OLD_META, **three, "num_classes": 3, "output": "sigmoid"})
     with pytest.raises(PixelwiseError, match="'softmax' or 'sigmoid'"):
         ModelMeta.from_dict({**OLD_META, "output": "tanh"})
 

@@ -30,10 +30,14 @@ from .classes import IGNORE_INDEX
 from .encodings import describe_values, value_sort_key
 from .formats import read_sample_image, read_sample_mask
 from .spec import DatasetSpec, Sample, decode_mask, resolve_split
+from .survey import lossy_hint, value_ranges
 
 __all__ = ["inspect_dataset", "report_text", "write_reports", "SampleStats"]
 
-_MAX_VALUES = 256  # raw mask values listed per split
+_MAX_VALUES = 4096  # raw mask values listed per split in the JSON (the most frequent)
+_COUNTED = 24  # up to this many values, the text gives each one's pixel count
+_WIDTH = 100  # characters per line of the text's value list ...
+_MAX_LINES = 12  # ... and its lines: any set of 8-bit values fits, as runs ("0-11, 255")
 _MAX_FILES_SHOWN = 3  # mask files named per undeclared value in a problem line
 _MAX_FILES_LISTED = 20  # ... and in the JSON's undeclared_files
 
@@ -168,6 +172,7 @@ def inspect_dataset(
             for i, c in enumerate(spec.classes)
         ],
         "declared_values": spec.mask.codec.declared(spec),
+        "notes": spec.notes,
         "splits": {},
     }
     for name in names:
@@ -233,6 +238,7 @@ def inspect_dataset(
             "mask_values": dict(
                 sorted(raw_values.most_common(_MAX_VALUES), key=lambda kv: value_sort_key(kv[0]))
             ),
+            "mask_values_distinct": len(raw_values),
             "undeclared_values": {v: n for v, (n, _) in sorted(undeclared.items())},
             "undeclared_files": {
                 v: {
@@ -242,6 +248,9 @@ def inspect_dataset(
                 for v in sorted(undeclared)
             },
             "problems": problems,
+            "notes": [h]
+            if (h := lossy_hint({v: n for v, (n, _) in undeclared.items()}, k))
+            else [],
         }
     report["overlaps"] = _overlaps(names, resolved, stats, spec.root)
     return report
@@ -292,6 +301,7 @@ def _fmt_int(n: int) -> str:
 def report_text(report: dict[str, Any]) -> str:
     """A plain-text summary of :func:`inspect_dataset`'s report."""
     lines = [f"dataset {report['dataset']} ({report['format']}), from {report['source']}"]
+    lines += [f"note: {n}" for n in report.get("notes", [])]
     names = [c["name"] for c in report["classes"]]
     width = max(8, *(len(n) for n in names))
     for split, r in report["splits"].items():
@@ -314,8 +324,7 @@ def report_text(report: dict[str, Any]) -> str:
                 f"   {'(ignored)':<{width}} {_fmt_int(r['ignored_pixels']):>13} "
                 f"{100 * r['ignored_pixels'] / max(1, all_px):>7.2f}   (% of all mask pixels)"
             )
-            shown = ", ".join(f"{v}: {_fmt_int(n)}" for v, n in list(r["mask_values"].items())[:24])
-            lines.append(f"   mask values found: {shown}")
+            lines += _values_lines(r["mask_values"], r.get("mask_values_distinct", 0))
         if r["absent_classes"] and r["labelled_images"]:
             lines.append(f"   classes never present: {', '.join(r['absent_classes'])}")
         if r["empty_images"]:
@@ -328,6 +337,7 @@ def report_text(report: dict[str, Any]) -> str:
                 "   UNDECLARED mask values: "
                 + ", ".join(f"{v} ({_fmt_int(n)} px)" for v, n in r["undeclared_values"].items())
             )
+        lines += [f"   note: {n}" for n in r.get("notes", [])]
         for p in r["problems"][:20]:
             lines.append(f"   problem: {p}")
         if len(r["problems"]) > 20:
@@ -349,6 +359,54 @@ def report_text(report: dict[str, Any]) -> str:
     else:
         lines.append("no image appears in two splits (by file or by pixels)")
     return "\n".join(lines) + "\n"
+
+
+def _values_lines(values: dict[str, int], distinct: int) -> list[str]:
+    """Every raw mask value found: with its pixel count when they are few, else as runs
+    (``0-18, 239-255``) wrapped over lines after the three most frequent; only past
+    :data:`_MAX_LINES` lines (many colours, 16-bit values) is the rest counted instead of listed."""
+    distinct = max(distinct, len(values))
+    if distinct <= _COUNTED:
+        return [
+            f"   mask values found: {', '.join(f'{v}: {_fmt_int(n)}' for v, n in values.items())}"
+        ]
+    ints = [int(v) for v in values if v.lstrip("-").isdigit()]
+    items = [(run, _run_size(run)) for run in value_ranges(ints).split(", ")] if ints else []
+    items += [(v, 1) for v in values if not v.lstrip("-").isdigit()]
+    total = max(1, sum(values.values()))
+    top = sorted(values.items(), key=lambda kv: -kv[1])[:3]
+    lines = [
+        f"   mask values found: {distinct} distinct; most pixels: "
+        + ", ".join(f"{v} ({100 * n / total:.1f}%)" for v, n in top)
+    ]
+    body, line, shown = [], "     ", 0
+    for i, (text, size) in enumerate(items):
+        piece = text + ("," if i < len(items) - 1 else "")
+        if len(line) + len(piece) > _WIDTH and line.strip():
+            if len(body) + 1 == _MAX_LINES:
+                break
+            body.append(line.rstrip())
+            line = "     "
+        line += piece + " "
+        shown += size
+    body.append(line.rstrip())
+    lines += body
+    if shown < distinct:
+        lines.append(
+            f"     ... and {distinct - shown} more value(s): --out writes "
+            + (
+                "them all to inspect.json"
+                if len(values) == distinct
+                else f"the {len(values)} most frequent to inspect.json"
+            )
+        )
+    return lines
+
+
+def _run_size(run: str) -> int:
+    """How many values a run of :func:`value_ranges` holds (``3``: 1, ``0-18``: 19)."""
+    ends = run[1:].split("-", 1)
+    return 1 if len(ends) == 1 else int(ends[1]) - int(run[0] + ends[0]) + 1
 
 
 def _top(d: dict[str, Any], n: int = 4) -> str:

@@ -10,8 +10,11 @@ Example (CamVid)::
       - ...
     mask: {encoding: index, ignore_index: 11}
     splits:
-      train: {list: train.txt}            # lines of "image mask", relative to root
+      train: {list: train.txt}            # lines "image mask" (or "image<TAB>mask"), relative to root
       val: {images: val, masks: valannot} # or paired folders matched by file stem
+      extra: {images: [a/img, b/img], masks: [a/gt, b/gt]}   # several folders, paired by position
+      ct: {images: scans, masks: scans, image_ext: .jpg, mask_ext: .png}   # one folder: x.jpg + x.png
+      drive: {images: im, masks: gt, pair: {image: "{id}_image", mask: "{id}_label"}}
 
 Mask encodings: ``index`` (pixel value = class id), ``value_map`` (each class's ``mask_value``, e.g. EM
 masks 0 → 0, 255 → 1), ``rgb`` (colour-coded masks through the class colours), ``binary`` (lossy 0/255
@@ -22,7 +25,6 @@ defaults fill in the rest: see :mod:`pixelwise.data.formats`.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -44,10 +47,22 @@ from pydantic_core import PydanticCustomError
 from ..errors import PixelwiseError, first_line, pydantic_message
 from .classes import ClassInfo, default_colors
 from .encodings import MaskEncoding, expected_encodings, get_encoding, list_encodings
-from .io import IMAGE_EXTENSIONS, read_mask
+from .io import read_mask
+from .pairing import (
+    ID,
+    PairSpec,
+    check_pattern,
+    list_entries,
+    list_images,
+    normalise_exts,
+    pair_folder,
+    same_folder_problem,
+)
+from .survey import gray_reading, survey_masks
 
 __all__ = [
     "MaskSpec",
+    "PairSpec",
     "SplitSpec",
     "DatasetSpec",
     "Sample",
@@ -95,21 +110,77 @@ class MaskSpec(BaseModel):
 
 
 class SplitSpec(BaseModel):
-    """One split: a list file of ``image mask`` lines, or paired folders matched by stem."""
+    """One split: list files (``image``, ``image<TAB>mask`` or ``image mask`` lines), or paired
+    folders (one or several, paired by position) whose files pair by name (:mod:`.pairing`)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     list_file: str | list[str] | None = Field(default=None, alias="list")  # YAML key: list
-    images: str | None = None
-    masks: str | None = None
-    mask_suffix: str = ""  # mask stem = image stem + suffix (e.g. "_mask")
+    images: str | list[str] | None = None  # a folder, or several: images[i] pairs with masks[i]
+    masks: str | list[str] | None = None
+    mask_suffix: str = ""  # mask stem = image stem + suffix (e.g. "_mask"): pair.mask "{id}_mask"
+    pair: PairSpec | None = None  # name patterns with one {id}: {image: "{id}_image", mask: ...}
+    image_ext: list[str] | None = None  # read only these extensions as images (".jpg" or a list)
+    mask_ext: list[str] | None = None  # ... and as masks
     stems: list[str] | None = None  # keep only these image stems (explicit sub-splits)
+
+    @field_validator("image_ext", "mask_ext", mode="before")
+    @classmethod
+    def _exts(cls, value: object, info) -> object:  # noqa: ANN001 - pydantic's ValidationInfo
+        return normalise_exts(value, info.field_name)
 
     @model_validator(mode="after")
     def _one_source(self) -> SplitSpec:
         if (self.list_file is None) == (self.images is None):
             raise ValueError("a split needs exactly one of 'list' or 'images'")
+        if self.images is None:
+            used = [k for k in ("masks", "pair", "image_ext", "mask_ext") if getattr(self, k)]
+            if used:
+                raise ValueError(
+                    f"{used[0]} applies to paired folders (images:), not to list files"
+                )
+            return self
+        if self.pair is not None and self.mask_suffix:
+            raise ValueError(
+                "give pair or mask_suffix, not both (mask_suffix: _L is pair.mask '{id}_L')"
+            )
+        if self.mask_suffix:
+            check_pattern(ID + self.mask_suffix, "mask_suffix")
+        images, masks = self.folders()
+        if masks is not None and len(masks) != len(images):
+            raise ValueError(
+                f"{len(images)} image folder(s) but {len(masks)} mask folder(s): list one mask "
+                "folder per image folder (images[i] pairs with masks[i])"
+            )
         return self
+
+    def check_shared_folders(self) -> None:
+        """Raise ``ValueError`` when images and masks share a folder and nothing says which files
+        are masks (generic paired folders only: a LabelMe JSON beside its image is no image)."""
+        images, masks = self.folders()
+        for img, mask in zip(images, masks or [], strict=False):
+            if os.path.normpath(img) == os.path.normpath(mask):
+                why = same_folder_problem(img, self.patterns(), self.image_ext, self.mask_ext)
+                if why:
+                    raise ValueError(why)
+
+    def folders(self) -> tuple[list[str], list[str] | None]:
+        """The image folders and their mask folders (``None``: no masks), as lists."""
+        images = [self.images] if isinstance(self.images, str) else list(self.images or [])
+        masks = [self.masks] if isinstance(self.masks, str) else self.masks
+        return images, masks
+
+    def patterns(self) -> tuple[str, str]:
+        """The image and mask name patterns (``mask_suffix`` is a mask pattern ``{id}<suffix>``)."""
+        if self.pair is not None:
+            return self.pair.image, self.pair.mask
+        return ID, ID + self.mask_suffix
+
+    @property
+    def custom_pairing(self) -> bool:
+        """Uses what only the generic paired-folder rules read (several folders, pair, extensions)."""
+        several = not isinstance(self.images, str | None) or not isinstance(self.masks, str | None)
+        return several or any(v is not None for v in (self.pair, self.image_ext, self.mask_ext))
 
 
 class DatasetSpec(BaseModel):
@@ -126,11 +197,15 @@ class DatasetSpec(BaseModel):
     mask: MaskSpec = MaskSpec()
     splits: dict[str, SplitSpec]
     source: str | None = None  # the YAML file or folder it came from (set on loading)
+    # lines saying how a folder without YAML was read ("masks hold only 0 and 255: ..."), for
+    # `data validate` and `data inspect`: not a YAML key
+    _notes: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
         if not self.classes:
             raise ValueError("at least one class is needed")
+        self._generic_pairing()
         if len(self.classes) > 255:
             raise ValueError("at most 255 classes are supported")
         names = [c.name for c in self.classes]
@@ -138,6 +213,32 @@ class DatasetSpec(BaseModel):
             raise ValueError(f"duplicate class names in {names}")
         self.mask.codec.check(self)
         return self
+
+    def _generic_pairing(self) -> None:
+        """Several folders, ``pair`` and extensions are read by the generic paired-folder rules
+        only: a format that pairs its own files refuses them."""
+        from .formats import get_format
+
+        try:
+            fmt = get_format(self.format)
+        except PixelwiseError:  # an unknown format is reported where it is read
+            return
+        for name, split in self.splits.items():
+            if fmt.resolve is None or fmt.folder_rules:
+                try:
+                    split.check_shared_folders()
+                except ValueError as exc:
+                    raise ValueError(f"split {name!r}: {exc}") from None
+            elif split.custom_pairing:
+                raise ValueError(
+                    f"split {name!r}: format {fmt.name!r} pairs its own files; lists of folders, "
+                    "pair, image_ext and mask_ext need format 'folders'"
+                )
+
+    @property
+    def notes(self) -> list[str]:
+        """How a dataset without YAML was read, one line each (empty for a YAML)."""
+        return list(self._notes)
 
     @property
     def num_classes(self) -> int:
@@ -222,37 +323,9 @@ def _with_format_defaults(raw: dict[str, Any], where: str) -> dict[str, Any]:
     root = Path(raw["root"])
     if not root.is_dir():
         raise PixelwiseError(f"{where}: dataset root {root} is not a folder")
-    return {**fmt.defaults(root, dict(options)), **raw}
-
-
-def _list_images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise PixelwiseError(f"{folder}: folder not found")
-    return sorted(
-        f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
-    )
-
-
-def _unreadable_links(folder: Path) -> list[str]:
-    """Problems for image-named symbolic links that lead nowhere (broken, or a loop)."""
-    if not folder.is_dir():
-        return []
-    return [
-        f"{f}: {'symbolic link loop' if f.is_symlink() and _loops(f) else 'broken symbolic link'}"
-        ", not an image"
-        for f in sorted(folder.iterdir())
-        if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_symlink() and not f.exists()
-    ]
-
-
-def _loops(link: Path) -> bool:
-    try:
-        link.resolve(strict=True)
-    except RuntimeError:  # Python < 3.13 reports a loop so
-        return True
-    except OSError as exc:
-        return exc.errno == errno.ELOOP
-    return False
+    defaults = fmt.defaults(root, dict(options))
+    defaults.pop("_notes", None)  # how a folder without YAML was read: this one has a YAML
+    return {**defaults, **raw}
 
 
 def resolve_split(spec: DatasetSpec, name: str) -> tuple[list[Sample], list[str]]:
@@ -278,38 +351,26 @@ def resolve_split(spec: DatasetSpec, name: str) -> tuple[list[Sample], list[str]
         # surrogateescape: a file name that is not UTF-8 maps to the same bytes on disk
         text = list_file.read_text(encoding="utf-8", errors="surrogateescape")
         for lineno, line in enumerate(text.splitlines(), 1):
-            fields = line.split()
-            if not fields or line.lstrip().startswith("#"):
-                continue
+            fields = list_entries(line, root)
             if len(fields) > 2:
-                problems.append(f"{list_file}:{lineno}: expected 'image [mask]', got {line!r}")
-                continue
-            image = root / fields[0]
-            mask = root / fields[1] if len(fields) == 2 else None
-            samples.append(Sample(image, mask))
-    if split.images is not None:
-        images = _list_images(root / split.images)  # type: ignore[operator]
-        problems.extend(_unreadable_links(root / split.images))  # type: ignore[operator]
-        if split.masks is not None:
-            problems.extend(_unreadable_links(root / split.masks))
-        masks: dict[str, Path] = {}
-        if split.masks is not None:
-            masks = {m.stem: m for m in _list_images(root / split.masks)}
-        for img in images:
-            mask = None
-            if split.masks is not None:
-                mask = masks.get(img.stem + split.mask_suffix)
-                if mask is None:
-                    problems.append(
-                        f"{img}: no mask named {img.stem + split.mask_suffix}.* "
-                        f"in {root / split.masks}"
-                    )
-                    continue
-            samples.append(Sample(img, mask))
+                problems.append(
+                    f"{list_file}:{lineno}: expected 'image', 'image<TAB>mask' or 'image mask', "
+                    f"got {line!r} (separate paths holding spaces with a tab)"
+                )
+            elif fields:
+                samples.append(Sample(root / fields[0], root / fields[1] if fields[1:] else None))
+    images, masks = split.folders()
+    for i, folder in enumerate(images):
+        mask_folder = root / masks[i] if masks is not None else None
+        pairs, found = pair_folder(
+            root / folder, mask_folder, split.patterns(), split.image_ext, split.mask_ext
+        )
+        samples += [Sample(img, mask) for img, mask in pairs]
+        problems += found
     if split.stems is not None:
         wanted = set(split.stems)
-        found = {s.image.stem for s in samples}
-        missing = sorted(wanted - found)
+        found_stems = {s.image.stem for s in samples}
+        missing = sorted(wanted - found_stems)
         if missing:
             problems.append(f"split {name!r}: stems not found: {', '.join(missing[:10])}")
         samples = [s for s in samples if s.image.stem in wanted]
@@ -343,9 +404,12 @@ def infer_spec(folder: str | os.PathLike[str]) -> DatasetSpec:
 
     Layouts: ``folder/images`` + ``folder/masks`` (split into ``train``/``val`` 80/20 by a stable hash of
     the file stem, plus ``all``), or ``folder/<split>/images`` + ``folder/<split>/masks`` for each split.
-    Classes come from the mask values: only 0 and 255 → binary ``value_map`` (0 background, 255
-    foreground); other gray values → ``index`` classes 0..max (255 means unlabelled when other values
-    exist); colour masks → one class per colour found. ``spec.source`` says what was inferred.
+    Classes come from the values of up to :data:`~.survey.SURVEY_MASKS` masks spread over the folder:
+    only 0 and 255 → binary ``value_map`` (0 background, 255 foreground); values near 0 and 255 only
+    (lossy, e.g. JPEG) → ``binary`` thresholded at 128; other gray values → ``index`` classes 0..max
+    (255 means unlabelled when other values exist); colour masks → one class per colour found.
+    ``spec.source`` says what was inferred, and ``spec.notes`` says it in one line where the reading
+    is a guess (binary masks).
     """
     root = Path(folder)
     from .formats import detect_format
@@ -353,16 +417,19 @@ def infer_spec(folder: str | os.PathLike[str]) -> DatasetSpec:
     fmt = detect_format(root)
     if fmt is not None and fmt.defaults is not None:
         raw = fmt.defaults(root, {})
+        notes = raw.pop("_notes", [])  # how the format read a folder without YAML (geotiff)
         source = f"{root} (detected format {fmt.name!r})"
         try:
-            return DatasetSpec(
+            spec = DatasetSpec(
                 **{"name": root.name, **raw, "root": root, "format": fmt.name, "source": source}
             )
         except ValidationError as exc:
             raise PixelwiseError(pydantic_message(exc, source)) from None
+        spec._notes = list(notes)
+        return spec
     splits: dict[str, SplitSpec] = {}
     if (root / "images").is_dir() and (root / "masks").is_dir():
-        stems = [p.stem for p in _list_images(root / "images")]
+        stems = [p.stem for p in list_images(root / "images")]
         val = [s for s in stems if _stable_fold(s) == 0]
         train = [s for s in stems if _stable_fold(s) != 0]
         splits["all"] = SplitSpec(images="images", masks="masks")
@@ -378,49 +445,32 @@ def infer_spec(folder: str | os.PathLike[str]) -> DatasetSpec:
             f"{root}: not a dataset YAML and no images/ + masks/ folders (or <split>/images + "
             "<split>/masks) inside"
         )
-    mask_files = sorted({m for s in splits.values() for m in _list_images(root / s.masks)})  # type: ignore[operator]
+    mask_files = sorted({m for s in splits.values() for m in list_images(root / s.masks)})  # type: ignore[operator]
     if not mask_files:
         raise PixelwiseError(f"{root}: the masks folder holds no images")
-    gray_values: set[int] = set()
-    colours: set[tuple[int, int, int]] = set()
+    survey = survey_masks(mask_files, read_mask)
     channels = 1
-    for m in mask_files:
-        raw = read_mask(m)
-        if raw.ndim == 3 and not (
-            np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2])
-        ):
-            colours.update(map(tuple, np.unique(raw.reshape(-1, 3), axis=0).tolist()))
-        else:
-            gray_values.update(np.unique(raw if raw.ndim == 2 else raw[..., 0]).tolist())
-    first = _list_images(root / next(iter(splits.values())).images)  # type: ignore[operator]
+    first = list_images(root / next(iter(splits.values())).images)  # type: ignore[operator]
     if first:
         from PIL import Image
 
         with Image.open(first[0]) as im:
             channels = 1 if im.mode in ("L", "I;16", "I", "1") else 3
-    if colours:
-        colours.update((v, v, v) for v in gray_values)
+    notes: list[str] = []
+    if survey.colours:
+        colours = survey.colours | {(v, v, v) for v in survey.gray}
         ordered = sorted(colours)
-        classes = [ClassInfo(name=f"class_{i}", color=c) for i, c in enumerate(ordered)]
-        mask = MaskSpec(encoding="rgb")
+        classes: list[Any] = [ClassInfo(name=f"class_{i}", color=c) for i, c in enumerate(ordered)]
+        mask: Any = MaskSpec(encoding="rgb")
         how = f"{len(ordered)} mask colours → classes class_0..class_{len(ordered) - 1}"
-    elif gray_values <= {0, 255}:
-        classes = [
-            ClassInfo(name="background", color=(0, 0, 0), mask_value=0),
-            ClassInfo(name="foreground", color=(255, 255, 255), mask_value=255),
-        ]
-        mask = MaskSpec(encoding="value_map")
-        how = "binary masks: 0 → background, 255 → foreground"
     else:
-        ignore = 255 if 255 in gray_values else None
-        top = max(v for v in gray_values if v != ignore)
-        classes = [ClassInfo(name=f"class_{i}") for i in range(top + 1)]
-        mask = MaskSpec(encoding="index", ignore_index=ignore)
-        how = f"index masks: values 0..{top} → class_0..class_{top}" + (
-            ", 255 → unlabelled" if ignore is not None else ""
-        )
+        reading = gray_reading(survey.gray)
+        classes, mask, how = reading.classes, reading.mask, reading.how
+        notes += [reading.note] if reading.note else []
+    if survey.read < survey.total:
+        how = f"from {survey.read} of {survey.total} masks, {how}"
     split_note = ", ".join(f"{k}" for k in splits)
-    return DatasetSpec(
+    spec = DatasetSpec(
         name=root.name,
         root=root,
         image_channels=channels,
@@ -430,3 +480,5 @@ def infer_spec(folder: str | os.PathLike[str]) -> DatasetSpec:
         source=f"{root} (inferred: {how}; splits {split_note}; images "
         f"{'grayscale' if channels == 1 else 'RGB'})",
     )
+    spec._notes = notes
+    return spec

@@ -113,8 +113,9 @@ def split_dataset(
 ) -> dict[str, Any]:
     """Split the samples of split ``source`` and write the result into folder ``out``.
 
-    Writes ``<name>.txt`` per split (lines ``image mask``, relative to the dataset root; an item inside
-    a container file is written as ``image mask#index``), and ``dataset.yaml``: the dataset with its
+    Writes ``<name>.txt`` per split (lines ``image mask`` relative to the dataset root, with a tab
+    instead of the space where a path holds white space; an item inside a container file is written
+    as ``image mask#index``), and ``dataset.yaml``: the dataset with its
     splits replaced by the new ones (as ``stems`` of ``source``), readable by every command.
 
     Returns:
@@ -202,5 +203,7 @@ def _line(sample: Sample, root: Path) -> str:
     def rel(p: Path) -> str:
         return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
+    image = rel(sample.image)
     mask = rel(sample.mask) + (f"#{sample.index}" if sample.index is not None else "")
-    return f"{rel(sample.image)} {mask}"
+    spaced = any(c.isspace() for c in image + mask)  # a tab separates paths holding spaces
+    return f"{image}\t{mask}" if spaced else f"{image} {mask}"

@@ -19,6 +19,7 @@ from ..errors import PixelwiseError
 from .classes import IGNORE_INDEX
 from .formats import get_format, read_sample_image, read_sample_mask
 from .spec import DatasetSpec, Sample, decode_mask, resolve_split
+from .survey import lossy_hint
 
 __all__ = ["SplitReport", "check_split", "check_dataset"]
 
@@ -34,6 +35,8 @@ class SplitReport:
     # per class: the labelled pixels of the images in which it appears (median-frequency weights)
     class_image_pixels: np.ndarray | None = None
     ignored_pixels: int = 0
+    # lines that explain rather than fail: e.g. a suggestion of the binary encoding for lossy masks
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -174,6 +177,8 @@ def check_split(
             f"split {split!r}: mask value {value} is not a declared class "
             f"({pixels} px in {nfiles} file(s): {shown})"
         )
+    hint = lossy_hint({v: n for v, (n, _) in bad_values.items()}, k)
+    report.notes += [hint] if hint else []
     report.class_pixels = totals[:k]
     report.class_image_pixels = image_totals
     report.ignored_pixels = int(totals[IGNORE_INDEX])

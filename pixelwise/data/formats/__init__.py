@@ -57,6 +57,8 @@ class DatasetFormat:
         read_mask: ``(sample, spec) -> raw mask`` (before :func:`decode_mask`); ``None``: read the
             mask image file.
         options: the option names this format accepts, with their defaults.
+        folder_rules: ``resolve`` hands its paired-folder splits to the generic rules (lists of
+            folders, ``pair``, ``image_ext`` / ``mask_ext`` then apply), as VOC's does.
     """
 
     name: str
@@ -67,6 +69,7 @@ class DatasetFormat:
     read_image: Callable[[Sample, DatasetSpec], np.ndarray] | None = None
     read_mask: Callable[[Sample, DatasetSpec], np.ndarray] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    folder_rules: bool = False
 
 
 _REGISTRY: dict[str, DatasetFormat] = {}

@@ -3,9 +3,10 @@
 Images are read by :func:`pixelwise.data.rasters.read_raster` (any sample type, planar or tiled,
 BigTIFF; option ``bands`` picks bands GDAL-style, e.g. ``[4, 3, 2]``), masks by
 :func:`~pixelwise.data.rasters.read_label_raster` (palette TIFFs give their indices), exactly as
-``pixelwise predict`` reads and writes rasters. Without a YAML, classes are ``class_0..class_max`` of
-the label values found (255 = unlabelled when other values exist) and the splits ``all`` and
-``train``/``val`` by a stable hash of the tile names.
+``pixelwise predict`` reads and writes rasters. Without a YAML, classes come from the label values of
+up to 100 masks, as for a plain folder (:func:`pixelwise.data.survey.gray_reading`): only 0 and 255
+→ ``background`` / ``foreground``; else ``class_0..class_max`` (255 = unlabelled when other values
+exist); splits ``all`` and ``train``/``val`` by a stable hash of the tile names.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import tifffile
 
 from ..rasters import RASTER_EXTENSIONS, read_label_raster, read_raster
+from ..survey import gray_reading, survey_masks
 from . import DatasetFormat, register_format
 from ._common import hashed_splits, images_in, merged_options
 
@@ -40,11 +42,9 @@ def _read_mask(sample, spec) -> np.ndarray:  # noqa: ANN001
 
 def _defaults(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     merged_options("geotiff", _OPTIONS, options, str(root))
-    values: set[int] = set()
-    for f in images_in(root / "masks", RASTER_EXTENSIONS):
-        values.update(np.unique(read_label_raster(f)[0]).tolist())
-    ignore = 255 if 255 in values and len(values) > 1 else None
-    top = max([v for v in values if v != ignore] or [1])
+    masks = images_in(root / "masks", RASTER_EXTENSIONS)
+    survey = survey_masks(masks, lambda f: read_label_raster(f)[0])
+    reading = gray_reading(survey.gray or {0: 1, 1: 1})
     stems = [p.stem for p in images_in(root / "images", RASTER_EXTENSIONS)]
     first = images_in(root / "images", RASTER_EXTENSIONS)[:1]
     channels = 3
@@ -53,9 +53,10 @@ def _defaults(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": root.name,
         "image_channels": channels,
-        "classes": [{"name": f"class_{i}"} for i in range(top + 1)],
-        "mask": {"encoding": "index", "ignore_index": ignore},
+        "classes": reading.classes,
+        "mask": reading.mask,
         "splits": hashed_splits(stems, {"images": "images", "masks": "masks"}),
+        "_notes": [reading.note] if reading.note else [],  # read by infer_spec only
     }
 
 

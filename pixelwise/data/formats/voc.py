@@ -79,6 +79,7 @@ def _find(folder: Path, stem: str, preferred: str) -> Path:
 
 
 def _resolve(spec, name, split):  # noqa: ANN001, ANN202 - see DatasetFormat.resolve
+    from ..pairing import list_entries
     from ..spec import Sample, resolve_split
 
     if split.list_file is None:  # paired folders: the generic rules
@@ -95,8 +96,8 @@ def _resolve(spec, name, split):  # noqa: ANN001, ANN202 - see DatasetFormat.res
             problems.append(f"{list_file}: split list file not found (split {name!r})")
             continue
         for lineno, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), 1):
-            fields = line.split()
-            if not fields or line.lstrip().startswith("#"):
+            fields = list_entries(line, spec.root)
+            if not fields:
                 continue
             if len(fields) == 2:  # "image mask" lines, as in the generic list files
                 samples.append(Sample(spec.root / fields[0], spec.root / fields[1]))
@@ -120,5 +121,6 @@ register_format(
         detect=_detect,
         resolve=_resolve,
         options=dict(_OPTIONS),
+        folder_rules=True,
     )
 )
