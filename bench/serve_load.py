@@ -152,22 +152,32 @@ class ServerArgs:
 
 
 class Server:
-    """``python -m pixelwise serve`` in a subprocess on a free loopback port, with a random token."""
+    """``python -m pixelwise serve`` in a subprocess on a free loopback port, with a random token
+    (``token=False``: none); ``extra``: more ``serve`` flags; ``env``: more environment."""
 
-    def __init__(self, args: ServerArgs):
+    def __init__(
+        self,
+        args: ServerArgs,
+        *,
+        token: bool = True,
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ):
         self.args = args
-        self.token = secrets.token_urlsafe(24)
+        self.token = secrets.token_urlsafe(24) if token else ""
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.TemporaryFile(mode="w+b")
-        cmd = [sys.executable, "-m", "pixelwise", "serve", *args.flags()]
+        cmd = [sys.executable, "-m", "pixelwise", "serve", *args.flags(), *extra]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
-        env = {**os.environ, "PIXELWISE_TOKEN": self.token}
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        environ = {k: v for k, v in os.environ.items() if k != "PIXELWISE_TOKEN"} | (env or {})
+        if token:
+            environ["PIXELWISE_TOKEN"] = self.token
+        self.proc = subprocess.Popen(cmd, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def log_tail(self, lines: int = 20) -> str:
         self._log.seek(0)

@@ -683,13 +683,14 @@ def test_settings_refuse_bad_values() -> None:
 # ---- the command ----------------------------------------------------------------------------------
 
 
-def test_serve_command_builds_the_app_and_warns_without_a_token_beyond_loopback(
+def test_serve_command_builds_the_app_and_refuses_no_token_beyond_loopback(
     monkeypatch: pytest.MonkeyPatch, seg: Segmenter, caplog: pytest.LogCaptureFixture
 ) -> None:
     import uvicorn
 
     from pixelwise.engine import predictor
     from pixelwise.serve.cli import serve_command
+    from pixelwise.serve.protocol import JsonErrorsH11Protocol
 
     runs: list[dict] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: runs.append({"app": app, **kw}))
@@ -700,15 +701,27 @@ def test_serve_command_builds_the_app_and_warns_without_a_token_beyond_loopback(
         return seg
 
     monkeypatch.setattr(predictor.Segmenter, "from_checkpoint", staticmethod(fake_load))
+    for host in ("0.0.0.0", "192.168.1.5", "example.org"):
+        with pytest.raises(PixelwiseError, match="not a loopback address and there is no token"):
+            serve_command(model="runs/x/best.ckpt", host=host, port=9999, token=None)
+    assert runs == [] and loaded == []  # refused before loading anything
     with caplog.at_level(logging.WARNING, logger="pixelwise.serve"):
-        serve_command(model="runs/x/best.ckpt", host="0.0.0.0", port=9999, token=None, tile="whole")
+        serve_command(
+            model="runs/x/best.ckpt",
+            host="0.0.0.0",
+            port=9999,
+            token=None,
+            tile="whole",
+            insecure_no_token=True,
+        )
     assert "without a token" in caplog.text
     (run,) = runs
     assert (run["host"], run["port"], run["workers"]) == ("0.0.0.0", 9999, 1)
+    assert run["http"] is JsonErrorsH11Protocol
     assert loaded[0]["path"] == "runs/x/best.ckpt" and loaded[0]["config"].tiling.mode == "whole"
     # the model's checked precision unless --amp says otherwise
     assert loaded[0]["config"].amp == "model"
-    with TestClient(run["app"]) as client:
+    with TestClient(run["app"], base_url="http://127.0.0.1:9999") as client:
         assert client.get("/v1/models").json()["models"][0]["name"] == "best.ckpt"
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pixelwise.serve"):

@@ -72,16 +72,35 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
         raise PixelwiseError(f"{p}: cannot decode image ({exc})") from None
 
 
+# 16-bit value → 8 bits, rounded to nearest: round(v · 255/65535) = round(v / 257) = (v + 128) // 257
+# (v / 257 is never half-way between integers, so no tie-breaking rule is involved).
+_SCALE16 = ((np.arange(65536, dtype=np.uint32) + 128) // 257).astype(np.uint8)
+
+
 def to_uint8(arr: np.ndarray) -> np.ndarray:
     """Scale an integer or float array to uint8 (wider integers by 255/65535 whatever their content,
-    floats clipped to 0..255)."""
+    floats clipped to 0..255).
+
+    No float64 scratch: a wider integer array is clipped to 0..65535 and looked up in a 65,536-entry
+    table (16-bit arrays index it directly, with no temporary); a float array is clipped and rounded
+    in one float32 working copy (float64 for float64 input). The results are those of scaling in
+    float64 and rounding half to even, bit for bit.
+    """
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == bool:
         return arr.astype(np.uint8) * 255
     if np.issubdtype(arr.dtype, np.integer):
-        top = 255 if arr.dtype.itemsize == 1 else 65535
-        return (arr.astype(np.float64) * (255.0 / top)).round().clip(0, 255).astype(np.uint8)
+        if arr.dtype.itemsize == 1:  # int8: scaled by 255/255, negatives clipped to 0
+            return np.maximum(arr, 0).astype(np.uint8)
+        if arr.dtype.kind == "u" and arr.dtype.itemsize == 2:
+            return _SCALE16[arr]
+        return _SCALE16[np.clip(arr, 0, min(65535, np.iinfo(arr.dtype).max))]
+    if np.issubdtype(arr.dtype, np.floating):
+        work = arr.astype(np.float32 if arr.dtype.itemsize <= 4 else arr.dtype)  # a copy
+        np.fmax(work, 0, out=work)  # NaN → 0 (fmax and fmin pass over NaN), -inf → 0
+        np.fmin(work, 255, out=work)  # +inf → 255
+        return np.rint(work, out=work).astype(np.uint8)  # rint: half to even, as round
     return np.nan_to_num(arr.astype(np.float64)).clip(0, 255).round().astype(np.uint8)
 
 

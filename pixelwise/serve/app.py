@@ -1,27 +1,34 @@
 """The HTTP service: a FastAPI app around one loaded :class:`~pixelwise.engine.Segmenter`.
 
-``create_app(segmenter, settings)`` builds it; ``pixelwise serve`` runs it with uvicorn, and tests use
-it through FastAPI's ``TestClient`` (``with TestClient(app) as client:`` runs its start-up). Every
-prediction goes through ``Segmenter.segment_batch``, the path ``pixelwise predict`` takes, in one
-worker thread fed by the micro-batcher (:mod:`pixelwise.serve.batching`); uploads are read and
+``create_app(segmenter, settings)`` builds it; ``pixelwise serve`` runs it with uvicorn, and tests
+use it through FastAPI's ``TestClient`` (``with TestClient(app) as client:`` runs its start-up).
+Every prediction goes through ``Segmenter.segment_batch``, the path ``pixelwise predict`` takes, in
+one worker thread fed by the micro-batcher (:mod:`pixelwise.serve.batching`); uploads are read and
 decoded under the limits of :mod:`pixelwise.serve.limits`. Endpoints, options and status codes are
 described in ``docs/serve.md``.
 
-Every error answer is JSON ``{"error": "<one line>"}``. An unexpected exception is logged with its
-traceback on the server and answered with a bare 500; no traceback ever reaches a client.
+An upload is read (within ``--timeout``, at most ``--max-uploads-per-client`` at once from one
+address while others wait, its bytes charged to the upload memory budget) before its request takes
+an admission slot, so clients that send slowly hold none; decoding then waits for room in the decode
+memory budget, and runs in a few threads of its own.
+
+Every error answer is JSON ``{"error": "<one line>"}``; the middleware of
+:mod:`pixelwise.serve.middleware` logs unexpected errors with their traceback (a bare 500 for the
+client), counts clients that went away as 499, answers ``HEAD`` and checks ``Host`` and the token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
+import functools
 import io
 import json
 import logging
+import os
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -32,7 +39,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..engine.inference import InferenceConfig
@@ -41,8 +47,18 @@ from ..engine.regions import labels_rle, regions_summary
 from ..engine.visualize import mask_image, overlay_with_legend
 from ..errors import PixelwiseError
 from .batching import MicroBatcher, QueueFull, Stopped
-from .limits import RequestError, decode, quiet_pillow, read_upload
+from .limits import (
+    Hold,
+    MemoryBudget,
+    PerClient,
+    RequestError,
+    decode,
+    decode_cost,
+    quiet_pillow,
+    read_upload,
+)
 from .metrics import CONTENT_TYPE, ServeMetrics
+from .middleware import HEAD_FLAG, Auth, Head, HostCheck, Observe, error_response
 from .schemas import ErrorBody, ModelList, SegmentResult, Status
 from .settings import ServeSettings
 
@@ -78,8 +94,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "Upload over --max-upload-mb, or image over --max-pixels.",
         408: "The upload did not arrive within --timeout seconds.",
         415: "Not an image, or a content type other than multipart, image/*, octet-stream.",
+        421: "A server without a token: the Host header names no loopback host nor --host.",
         422: "An unsupported option value, or an unknown option.",
-        503: "The queue is full (see Retry-After), or the model is not ready.",
+        503: "The queue, the upload or the decode memory is full (see Retry-After), or the "
+        "model is not ready.",
         504: "No prediction within --timeout seconds.",
     }.items()
 }
@@ -107,10 +125,6 @@ _SEGMENT_BODY = {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     },
 }
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _png(image: Any) -> bytes:
@@ -161,21 +175,37 @@ class _Service:
             queue_size=settings.queue_size,
             on_batch=self._on_batch,
         )
-        self.metrics = ServeMetrics(paths, settings.max_batch, lambda: self.batcher.depth)
+        self.uploads = PerClient(settings.max_uploads_per_client)
+        self.upload_memory = MemoryBudget(settings.upload_memory_bytes, "--upload-memory-mb")
+        self.decode_memory = MemoryBudget(settings.decode_memory_bytes, "--decode-memory-mb")
+        self.metrics = ServeMetrics(
+            paths,
+            settings.max_batch,
+            lambda: self.batcher.depth,
+            upload_bytes=lambda: self.upload_memory.used,
+            decode_bytes=lambda: self.decode_memory.used,
+        )
         self._variants: dict[InferenceConfig, Segmenter] = {}
         self._admitted = 0  # requests between admission and their prediction (event loop only)
+        # Decoding is CPU work: more threads than cores do not make it faster, and every thread
+        # that allocates large buffers gets a malloc arena of its own that keeps freed memory.
+        self._decoders: ThreadPoolExecutor | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         self.batcher.start()
+        self._decoders = ThreadPoolExecutor(
+            min(4, os.cpu_count() or 1), thread_name_prefix="pixelwise-decode"
+        )
         if self.segmenter is None and self._loader is not None:
             threading.Thread(target=self._load, name="pixelwise-load", daemon=True).start()
         try:
             yield
         finally:
             await run_in_threadpool(self.batcher.stop)
+            self._decoders.shutdown(wait=False, cancel_futures=True)
 
     def _load(self) -> None:
         try:
@@ -249,8 +279,10 @@ class _Service:
         tta: bool | None,
         tile: str | None,
     ) -> Response:
-        """``POST /v1/segment``: check the options, read and decode the upload (admitted), predict
-        it through the batcher under the configuration the options ask for, render the answer."""
+        """``POST /v1/segment``: check the options, read the upload (before taking an admission
+        slot: a slow sender holds none), take a slot, decode the image within the decode memory
+        budget, predict it through the batcher under the configuration the options ask for, and
+        render the answer (the decoded image's share of the budget is held until then)."""
         unknown = sorted(set(request.query_params) - set(_SEGMENT_OPTIONS))
         if unknown:
             raise RequestError(
@@ -260,50 +292,101 @@ class _Service:
         if mask == "rle" and fmt != "json":
             raise RequestError(422, "mask=rle needs format=json (format=png returns the mask)")
         seg = self.require_ready()
-        with self.admit():
-            try:  # a slow or stalled upload must not hold its queue slot forever
-                data = await asyncio.wait_for(
-                    read_upload(request, self.settings.max_upload_bytes), self.settings.timeout
-                )
-            except asyncio.TimeoutError:
-                raise RequestError(
-                    408, f"the upload did not arrive within {self.settings.timeout:g} s (--timeout)"
-                ) from None
-            image = await run_in_threadpool(
-                decode, data, max_pixels=self.settings.max_pixels, channels=seg.meta.in_channels
+        options = self.options(seg, crf, tta, tile)
+        with Hold(self.upload_memory) as upload:
+            data = await self._receive(request, upload)
+            with self.admit():
+                deadline = asyncio.get_running_loop().time() + self.settings.timeout
+                image, held = await self._decode(data, seg, deadline)
+                upload.close()
+                del data
+                try:
+                    labels = await self._prediction(image, options, deadline)
+                except BaseException:
+                    self.decode_memory.give(held)
+                    raise
+        try:
+            return await run_in_threadpool(
+                self.render,
+                seg,
+                image,
+                labels,
+                fmt=fmt,
+                mask=mask,
+                overlay=overlay,
+                options=options,
             )
-            del data
-            options = self.options(seg, crf, tta, tile)
-            try:
-                labels = await asyncio.wait_for(
-                    self.batcher.submit(image, options), self.settings.timeout
-                )
-            except asyncio.TimeoutError:
-                raise RequestError(
-                    504, f"no prediction within {self.settings.timeout:g} s (--timeout)"
-                ) from None
-            except QueueFull as exc:
-                raise RequestError(
-                    503,
-                    f"the queue is full ({self.settings.queue_size} waiting, --queue-size)",
-                    {"Retry-After": str(exc.retry_after)},
-                ) from None
-            except Stopped as exc:
-                raise RequestError(503, str(exc), {"Retry-After": "5"}) from None
-            except RequestError:
-                raise
-            except PixelwiseError as exc:  # the image and the options do not go together
-                raise RequestError(422, str(exc)) from None
-        return await run_in_threadpool(
-            self.render,
-            seg,
-            image,
-            labels,
-            fmt=fmt,
-            mask=mask,
-            overlay=overlay,
-            options=options,
-        )
+        finally:
+            self.decode_memory.give(held)
+
+    async def _receive(self, request: Request, hold: Hold) -> bytes:
+        """The upload's bytes, charged to ``hold``, read as one of at most
+        ``--max-uploads-per-client`` from the client's address (waiting for a turn), all within
+        ``--timeout`` (then 408). Turns go first come, first served, and every upload ahead ends
+        by its own deadline, so a request always gets its turn before its deadline."""
+        client = request.client.host if request.client else "unknown"
+
+        async def read() -> bytes:
+            async with self.uploads.slot(client):
+                return await read_upload(request, self.settings.max_upload_bytes, hold)
+
+        try:
+            return await asyncio.wait_for(read(), self.settings.timeout)
+        except asyncio.TimeoutError:
+            raise RequestError(
+                408, f"the upload did not arrive within {self.settings.timeout:g} s (--timeout)"
+            ) from None
+
+    async def _decode(self, data: bytes, seg: Segmenter, deadline: float) -> tuple[np.ndarray, int]:
+        """``data`` decoded once the decode memory budget has room for its cost, estimated from
+        its header (waiting until ``deadline``, then 503); the image, and the bytes of the budget
+        it goes on holding (the image's, its class map's and its mask's), to give back after the
+        answer."""
+        channels, limit = seg.meta.in_channels, self.settings.max_pixels
+        cost, held = await run_in_threadpool(decode_cost, data, max_pixels=limit, channels=channels)
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            taken = await asyncio.wait_for(self.decode_memory.take(cost), left)
+        except asyncio.TimeoutError:
+            raise RequestError(
+                503,
+                f"the server is busy: decoding had no room in --decode-memory-mb "
+                f"{self.settings.decode_memory_mb:g} within {self.settings.timeout:g} s",
+                {"Retry-After": str(self.batcher.retry_after())},
+            ) from None
+        work = functools.partial(decode, data, max_pixels=limit, channels=channels)
+        try:
+            image = await asyncio.get_running_loop().run_in_executor(self._decoders, work)
+        except BaseException:
+            self.decode_memory.give(taken)
+            raise
+        keep = min(taken, held)
+        self.decode_memory.give(taken - keep)
+        return image, keep
+
+    async def _prediction(
+        self, image: np.ndarray, options: InferenceConfig, deadline: float
+    ) -> np.ndarray:
+        """The class map of ``image`` from the batcher, by ``deadline`` (then 504)."""
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(self.batcher.submit(image, options), left)
+        except asyncio.TimeoutError:
+            raise RequestError(
+                504, f"no prediction within {self.settings.timeout:g} s (--timeout)"
+            ) from None
+        except QueueFull as exc:
+            raise RequestError(
+                503,
+                f"the queue is full ({self.settings.queue_size} waiting, --queue-size)",
+                {"Retry-After": str(exc.retry_after)},
+            ) from None
+        except Stopped as exc:
+            raise RequestError(503, str(exc), {"Retry-After": "5"}) from None
+        except RequestError:
+            raise
+        except PixelwiseError as exc:  # the image and the options do not go together
+            raise RequestError(422, str(exc)) from None
 
     def _on_batch(self, size: int, seconds: float) -> None:
         self.metrics.observe_batch(size, seconds)
@@ -368,69 +451,11 @@ class _Service:
                 "queue_size": s.queue_size,
                 "timeout_s": s.timeout,
                 "max_regions": s.max_regions,
+                "max_uploads_per_client": s.max_uploads_per_client,
+                "upload_memory_bytes": s.upload_memory_bytes,
+                "decode_memory_bytes": s.decode_memory_bytes,
             },
         }
-
-
-class _Auth:
-    """ASGI middleware: every path but the public ones needs ``Authorization: Bearer <token>``."""
-
-    def __init__(self, app: ASGIApp, token: str | None):
-        self.app = app
-        self.token = token.encode() if token else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.token is None or scope["path"] in _PUBLIC:
-            await self.app(scope, receive, send)
-            return
-        given = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, rest = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    given = rest.strip()
-        if given and hmac.compare_digest(given, self.token):
-            await self.app(scope, receive, send)
-            return
-        reason = "wrong bearer token" if given else "this server needs a bearer token"
-        response = _error(
-            401,
-            f"{reason} (Authorization: Bearer <token>)",
-            {"WWW-Authenticate": 'Bearer realm="pixelwise"'},
-        )
-        await response(scope, receive, send)
-
-
-class _Observe:
-    """ASGI middleware: counts and times every answer, and turns any exception that escaped the
-    app into a logged traceback and a bare 500 (the outermost layer under Starlette's own)."""
-
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics):
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-        started = False
-
-        async def observed_send(message: Message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                status, started = message["status"], True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observed_send)
-        except Exception:  # noqa: BLE001 - the catch-all: log here, never send a traceback
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if not started:
-                await _error(500, "internal server error")(scope, receive, observed_send)
-        finally:
-            self.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -438,19 +463,20 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return _error(exc.status, str(exc), exc.headers)
+        return error_response(exc.status, str(exc), exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        method = "HEAD" if request.scope.get(HEAD_FLAG) else request.method
         message = {
             404: f"no such endpoint: {request.url.path}",
-            405: f"method {request.method} is not allowed on {request.url.path}",
+            405: f"method {method} is not allowed on {request.url.path}",
         }.get(exc.status_code, str(exc.detail))
-        return _error(exc.status_code, message, exc.headers)
+        return error_response(exc.status_code, message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, _validation_message(exc))
+        return error_response(422, _validation_message(exc))
 
 
 def create_app(
@@ -549,6 +575,8 @@ def create_app(
         page = _static_route((static / name).read_bytes(), media_type)
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
 
-    app.add_middleware(_Auth, token=settings.token)
-    app.add_middleware(_Observe, metrics=service.metrics)
+    app.add_middleware(Auth, token=settings.token, public=_PUBLIC)  # innermost
+    app.add_middleware(HostCheck, host=settings.host, token=settings.token)
+    app.add_middleware(Head)
+    app.add_middleware(Observe, metrics=service.metrics)  # outermost of ours
     return app

@@ -7,7 +7,6 @@ rest of the command line works without the ``serve`` extra.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +17,7 @@ from .._options import DeviceOption, inference_options
 from ..engine.inference import InferenceConfig
 from ..errors import PixelwiseError
 from ..pretrained import DEFAULT_MODEL
-from .settings import ServeSettings
+from .settings import ServeSettings, is_loopback
 
 __all__ = ["serve_command"]
 
@@ -27,18 +26,36 @@ log = logging.getLogger("pixelwise.serve")
 _SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart", "prometheus_client")
 
 
+# The hardening flags (issue 19), typed here to keep serve_command's signature short.
+_UploadsPerClient = Annotated[
+    int,
+    typer.Option(help="Most uploads read at once from one client address; more wait (0: no cap)."),
+]
+_UploadMemory = Annotated[
+    float,
+    typer.Option(
+        help="Most MiB of request bodies held at once (at least one largest upload); then 503."
+    ),
+]
+_DecodeMemory = Annotated[
+    float,
+    typer.Option(
+        help="Most MiB of decoding work and decoded images at once (estimated from each image's "
+        "header); a request waits for room."
+    ),
+]
+_InsecureNoToken = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-no-token",
+        help="Serve a non-loopback --host without a token: anyone who reaches it can use it.",
+    ),
+]
+
+
 def _model_name(model: str) -> str:
     """What ``/v1/models`` calls the model: a bundled name as is, a file by its name."""
     return Path(model).name if any(c in model for c in "/\\.") else model
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _require_extra() -> None:
@@ -61,7 +78,10 @@ def serve_command(
         ),
     ] = DEFAULT_MODEL,
     host: Annotated[
-        str, typer.Option(help="Address to bind; set a token before binding beyond loopback.")
+        str,
+        typer.Option(
+            help="Address to bind; beyond loopback it needs a token (or --insecure-no-token)."
+        ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     token: Annotated[
@@ -100,6 +120,10 @@ def serve_command(
     max_regions: Annotated[
         int, typer.Option(help="Most regions a JSON answer lists (the largest).")
     ] = 1000,
+    max_uploads_per_client: _UploadsPerClient = 8,
+    upload_memory_mb: _UploadMemory = 256.0,
+    decode_memory_mb: _DecodeMemory = 1024.0,
+    insecure_no_token: _InsecureNoToken = False,
     log_level: Annotated[
         str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug.")
     ] = "info",
@@ -107,6 +131,11 @@ def serve_command(
     """Serve a model over HTTP: POST /v1/segment, GET /v1/models, /healthz, /readyz, /metrics,
     and a web page at /."""
     _require_extra()
+    if not token and not is_loopback(host) and not insecure_no_token:
+        raise PixelwiseError(
+            f"--host {host} is not a loopback address and there is no token: set "
+            "PIXELWISE_TOKEN (or --token), or pass --insecure-no-token to serve it to anyone"
+        )
     if max_batch is None:
         from ..engine.runtime import resolve_device
 
@@ -114,6 +143,7 @@ def serve_command(
     settings = ServeSettings(
         model_name=_model_name(model),
         token=token,
+        host=host,
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,
         queue_size=queue_size,
@@ -121,6 +151,9 @@ def serve_command(
         max_upload_mb=max_upload_mb,
         max_pixels=max_pixels,
         max_regions=max_regions,
+        max_uploads_per_client=max_uploads_per_client,
+        upload_memory_mb=upload_memory_mb,
+        decode_memory_mb=decode_memory_mb,
     )
     if not 0 < port < 65536:
         raise PixelwiseError(f"--port {port}: expected 1..65535")
@@ -129,12 +162,13 @@ def serve_command(
 
     from ..engine import Segmenter
     from .app import create_app
+    from .protocol import JsonErrorsH11Protocol
 
     seg = Segmenter.from_checkpoint(model, device=device, config=inference)
-    if settings.token is None and not _is_loopback(host):
+    if settings.token is None and not is_loopback(host):
         log.warning(
-            "serving on %s without a token: anyone who can reach port %d can use the model "
-            "(set PIXELWISE_TOKEN or --token)",
+            "serving on %s without a token (--insecure-no-token): anyone who can reach port %d "
+            "can use the model",
             host,
             port,
         )
@@ -145,4 +179,5 @@ def serve_command(
         log_level=log_level,
         workers=1,
         server_header=False,
+        http=JsonErrorsH11Protocol,
     )

@@ -4,11 +4,14 @@
 * ``pixelwise_request_seconds{endpoint}`` — latency histogram, from the request's arrival to the
   end of its answer;
 * ``pixelwise_queue_depth`` — requests waiting for the model (gauge, read when scraped);
+* ``pixelwise_upload_bytes``, ``pixelwise_decode_bytes`` — bytes held of the upload and the decode
+  memory budgets (gauges, read when scraped);
 * ``pixelwise_batch_size`` — images per forward pass (histogram);
 * ``pixelwise_batch_seconds`` — time of one forward pass with its pre- and post-processing.
 
 ``endpoint`` is the route's path (``/v1/segment``...) or ``other`` for paths the app does not serve,
-so a scanner cannot grow the label set.
+so a scanner cannot grow the label set. ``status`` 499 counts clients that went away before their
+request arrived (nothing was sent to them).
 """
 
 from __future__ import annotations
@@ -49,9 +52,19 @@ class ServeMetrics:
         endpoints: the paths that get their own ``endpoint`` label.
         max_batch: the largest batch (the batch size histogram has a bucket per size up to 16).
         queue_depth: returns the number of waiting requests when scraped.
+        upload_bytes: returns the bytes of uploads held when scraped.
+        decode_bytes: returns the bytes held for decoding and decoded images when scraped.
     """
 
-    def __init__(self, endpoints: Iterable[str], max_batch: int, queue_depth: Callable[[], int]):
+    def __init__(
+        self,
+        endpoints: Iterable[str],
+        max_batch: int,
+        queue_depth: Callable[[], int],
+        *,
+        upload_bytes: Callable[[], int] = lambda: 0,
+        decode_bytes: Callable[[], int] = lambda: 0,
+    ):
         self.registry = CollectorRegistry(auto_describe=True)
         self.endpoints = frozenset(endpoints)
         self.requests = Counter(
@@ -73,6 +86,16 @@ class ServeMetrics:
             registry=self.registry,
         )
         self.queue_depth.set_function(lambda: float(queue_depth()))
+        for name, text, read in (
+            ("pixelwise_upload_bytes", "Bytes of uploads held (--upload-memory-mb).", upload_bytes),
+            (
+                "pixelwise_decode_bytes",
+                "Bytes held for decoding and decoded images (--decode-memory-mb).",
+                decode_bytes,
+            ),
+        ):
+            gauge = Gauge(name, text, registry=self.registry)
+            gauge.set_function(lambda read=read: float(read()))
         self.batch_size = Histogram(
             "pixelwise_batch_size",
             "Images per forward pass.",

@@ -128,6 +128,9 @@ class Limits(BaseModel):
     queue_size: int
     timeout_s: float
     max_regions: int
+    max_uploads_per_client: int = Field(description="0: no cap.")
+    upload_memory_bytes: int
+    decode_memory_bytes: int
 
 
 class ModelList(BaseModel):
