@@ -375,3 +375,20 @@ def test_the_description_mentions_windows_only_when_they_can_be_used() -> None:
     assert slide.startswith("tiling slide: 256-pixel windows")
     auto = InferenceConfig.from_options(max_whole_pixels=1000).describe()
     assert auto.startswith("tiling auto: whole up to 1,000 pixels, then 512-pixel windows")
+
+
+def test_the_service_answers_an_absurdly_thin_upload_422_in_one_line() -> None:
+    """The 1 × 4,000,000 PNG that drove the server to 9.8 GB: now refused before any forward pass."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from pixelwise.serve.app import create_app
+
+    spy = _PaddingSpy().eval()
+    seg = Segmenter(spy, _meta(), config=InferenceConfig(amp="off"), device="cpu")
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((1, 4_000_000, 3), np.uint8)).save(buf, format="PNG")
+    with TestClient(create_app(seg)) as client:
+        r = client.post("/v1/segment", content=buf.getvalue(), headers={"Content-Type": "image/png"})
+    assert r.status_code == 422 and "too thin" in r.json()["error"]
+    assert spy.pixels == []
