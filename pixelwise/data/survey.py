@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,6 +35,8 @@ __all__ = [
     "value_ranges",
     "lossy_hint",
 ]
+
+T = TypeVar("T")
 
 SURVEY_MASKS = 100  # masks read to infer the classes of a folder without YAML
 _NEAR = 32  # "near 0": 0..31; "near 255": 224..255
@@ -63,11 +65,14 @@ class GrayReading:
     note: str | None = None  # one line for data validate / inspect, when the reading is a guess
 
 
-def spread(files: Sequence[Path], limit: int = SURVEY_MASKS) -> list[Path]:
-    """At most ``limit`` of ``files``, evenly spaced from the first to the last."""
+def spread(files: Sequence[T], limit: int = SURVEY_MASKS) -> list[T]:
+    """At most ``limit`` of ``files``, evenly spaced from the first to the last (one: the middle
+    one; ``limit`` 0: none)."""
     n = len(files)
     if n <= limit:
         return list(files)
+    if limit < 2:
+        return [files[n // 2]] if limit == 1 else []
     return [files[round(i * (n - 1) / (limit - 1))] for i in range(limit)]
 
 
