@@ -75,6 +75,7 @@ def test_fingerprint_binary_folder_and_bounds(tmp_path: Path) -> None:
     assert fp.class_frequency[1] == pytest.approx(26 / 800)
     assert fp.object_median_area[1] == pytest.approx(13.0)  # components of 6 and 20 px
     assert fp.object_p5_area[1] == 6.0  # 6, 6, 20, 20 from 2 images
+    assert fp.object_pixel_median_area[1] == 20.0  # 40 of the 52 pixels lie in 20-px components
     assert (fp.sampled, fp.sample_of, fp.component_images) == (3, 4, 2)
     assert fp.intensity_mean == pytest.approx([100 / 255]) and fp.intensity_std == [0.0]
     assert "masks hold only 0 and 255" in fp.notes and fp.mask_values == "0, 255"
@@ -113,6 +114,7 @@ def _fp(**changes: object) -> Fingerprint:
         ignored_fraction=0.0,
         object_median_area=[5000.0] * 3,
         object_p5_area=[800.0] * 3,
+        object_pixel_median_area=[5000.0] * 3,
         mask_values="0-2",
     )
     return dataclasses.replace(base, **changes)
@@ -135,10 +137,12 @@ def test_plan_rgb_vs_grayscale() -> None:
 
 
 def test_plan_tiny_objects_pick_unet() -> None:
-    p = plan(
-        _fp(object_p5_area=[800.0, 3.0, 800.0]), budget_seconds=600, device="cpu", step_seconds=1
-    )
+    tiny = _fp(object_pixel_median_area=[5000.0, 3.0, 5000.0])
+    p = plan(tiny, budget_seconds=600, device="cpu", step_seconds=1)
     assert p.recipe.model.name == "unet" and any("'b'" in r for r in p.reasons)
+    # speckles (a tiny 5th percentile) with most pixels in large objects: not tiny
+    speckled = _fp(object_p5_area=[1.0, 1.0, 1.0])
+    assert plan(speckled, budget_seconds=600, device="cpu").recipe.model.name == "deeplabv3plus"
 
 
 def test_plan_imbalanced_adds_dice() -> None:

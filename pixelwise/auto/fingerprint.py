@@ -45,7 +45,9 @@ class Fingerprint:
     ``class_frequency`` is each class's share of the labelled pixels, ``class_presence`` the share
     of sampled images holding at least one of its pixels; ``object_median_area`` and
     ``object_p5_area`` are the median and 5th-percentile areas of its 4-connected components
-    (``None`` for a class never seen in the component sample).
+    (``None`` for a class never seen in the component sample); ``object_pixel_median_area`` is the
+    area of the component that holds the median pixel of the class (components weighted by their
+    area: speckles of a few pixels in an annotation barely move it, unlike the 5th percentile).
     """
 
     name: str
@@ -69,6 +71,7 @@ class Fingerprint:
     ignored_fraction: float
     object_median_area: list[float | None]
     object_p5_area: list[float | None]
+    object_pixel_median_area: list[float | None]
     mask_values: str  # raw values seen in the sampled masks, as ranges: "0, 255"
     notes: list[str] = field(default_factory=list)  # mask patterns and how the spec was read
 
@@ -132,6 +135,13 @@ def default_splits(spec: DatasetSpec) -> list[str]:
         if name in spec.splits:
             return [name]
     return [next(iter(spec.splits))]
+
+
+def _pixel_median(areas: list[int]) -> float:
+    """The area of the component that holds the median pixel (components weighted by area)."""
+    ordered = np.sort(np.asarray(areas, dtype=np.int64))
+    cumulative = np.cumsum(ordered)
+    return float(ordered[int(np.searchsorted(cumulative, cumulative[-1] / 2))])
 
 
 def _split_sizes(spec: DatasetSpec) -> tuple[dict[str, dict[str, int]], dict[str, list[Sample]]]:
@@ -267,6 +277,7 @@ def _assemble(
         ignored_fraction=t.ignored / max(1, t.ignored + int(t.class_pixels.sum())),
         object_median_area=[float(np.median(a)) if a else None for a in t.areas],
         object_p5_area=[float(np.percentile(a, 5)) if a else None for a in t.areas],
+        object_pixel_median_area=[_pixel_median(a) if a else None for a in t.areas],
         mask_values=value_ranges(list(t.raw_values)),
         notes=_notes(spec, t),
     )

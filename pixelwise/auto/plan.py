@@ -10,8 +10,8 @@ fingerprint (:mod:`pixelwise.auto.fingerprint`) rather than hand-tuning per data
   divided by :data:`BYTES_PER_PIXEL` per crop pixel, the largest power of two from 2 to 32.
 * **architecture** — DeepLab v3+ on EfficientNet-Lite0 (the bundled CamVid model's
   configs/models/camvid.yaml) for natural RGB images; U-Net (base 32, configs/membrane_unet.yaml)
-  for one-channel or gray-as-RGB images, or when objects are tiny: a class's 5th-percentile
-  component area below :data:`TINY_OBJECT_SHARE` of the crop.
+  for one-channel or gray-as-RGB images, or when objects are tiny: half of a class's pixels in
+  components smaller than :data:`TINY_OBJECT_SHARE` of the crop.
 * **normalisation and weights** — ImageNet Lite weights (inputs scaled to [-1, 1]) for natural RGB
   when the weights package is importable; otherwise the dataset's own mean and std.
 * **loss** — cross-entropy, plus Dice when the rarest class holds less than
@@ -56,7 +56,7 @@ CROP_MULTIPLE = 32
 CPU_BATCH = 4
 BYTES_PER_PIXEL = 8 * 1024  # training memory per crop pixel and image (activations, fp32)
 MEMORY_SHARE = 0.5  # of the free GPU memory
-TINY_OBJECT_SHARE = 1e-4  # 5th-percentile component area / crop area below this: tiny objects
+TINY_OBJECT_SHARE = 1e-4  # pixel-weighted median component area / crop area below this: tiny
 RARE_CLASS_FREQUENCY = 0.01
 EVAL_SHARE = 0.15  # of the budget kept for validation, evaluation and writing files
 MAX_EPOCHS = 500
@@ -158,11 +158,14 @@ def epochs_for_budget(
 
 
 def _tiny_objects(fp: Fingerprint, crop: tuple[int, int]) -> str | None:
-    """The first class whose 5th-percentile component is tiny relative to the crop, as a phrase."""
+    """The first class whose pixels mostly lie in tiny objects (the component holding its median
+    pixel is below :data:`TINY_OBJECT_SHARE` of the crop), as a phrase. The pixel-weighted median,
+    not the 5th percentile of component areas: real annotations hold speckles of a pixel or two in
+    every class (CamVid's sky has them), which would call every dataset's objects tiny."""
     limit = TINY_OBJECT_SHARE * crop[0] * crop[1]
-    for name, p5 in zip(fp.class_names, fp.object_p5_area, strict=True):
-        if p5 is not None and p5 < limit:
-            return f"class {name!r}: 5th-percentile object {p5:g} px < {limit:.3g} px"
+    for name, area in zip(fp.class_names, fp.object_pixel_median_area, strict=True):
+        if area is not None and area < limit:
+            return f"class {name!r}: half its pixels in objects under {area:g} px < {limit:.3g} px"
     return None
 
 
