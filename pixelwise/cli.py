@@ -738,6 +738,46 @@ def models_cmd(
     console.print(table)
 
 
+@app.command()
+def auto(
+    data: _DataArgument,
+    time: Annotated[
+        str, typer.Option("--time", help="Budget for the whole run: 90s, 30m, 2h or seconds.")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Output folder; re-running continues where it stopped.")
+    ],
+    device: DeviceOption = "auto",
+    measure: Annotated[
+        bool, typer.Option(help="Time 3 training steps and re-plan with the measured step time.")
+    ] = True,
+    name: Annotated[
+        str | None, typer.Option(help="Bundle name [default: the dataset's name].")
+    ] = None,
+    max_epochs: Annotated[
+        int | None, typer.Option(help="At most this many epochs, whatever fits (smoke runs).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Fingerprint a dataset, plan a recipe for the time budget, train, evaluate, bundle and write
+    report.md into --out; each step is skipped when its result is there (docs/auto.md)."""
+    from .auto.run import parse_duration, run_auto
+
+    result = run_auto(
+        data,
+        out,
+        budget_seconds=parse_duration(time),
+        device=device,
+        measure=measure,
+        progress=not quiet,
+        bundle_name=name,
+        max_epochs=max_epochs,
+        say=_say,
+    )
+    _say(f"predict with: pixelwise predict IMAGES --out OUT --model {result.bundle}")
+    _say(f"read the report: {result.report}")
+
+
 from .serve.cli import serve_command  # noqa: E402
 
 app.command("serve")(serve_command)

@@ -167,6 +167,11 @@ class TrainConfig(_Strict):
     grad_accum: int = Field(1, ge=1)
     eval_batch_size: int = Field(4, ge=1)
     num_workers: int = Field(2, ge=0)
+    # keep the DataLoader workers alive across epochs (only with num_workers > 0)
+    persistent_workers: bool = True
+    # samples drawn per epoch, from seeded permutations of the split placed end to end (a small
+    # dataset gets longer epochs); None: one pass over the split
+    samples_per_epoch: int | None = Field(None, ge=1)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     val_every: int = Field(1, ge=1)  # epochs
     seed: int = 0

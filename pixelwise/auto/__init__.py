@@ -1,4 +1,5 @@
-"""The first steps of ``pixelwise auto`` (issue 20): fingerprint a dataset, plan a recipe from it.
+"""``pixelwise auto`` (issue 20): fingerprint a dataset, plan a recipe from it, then train, evaluate,
+bundle and report (:func:`run_auto`).
 
 After nnU-Net (Isensee et al., "nnU-Net: a self-configuring method for deep learning-based
 biomedical image segmentation", Nature Methods 18, 2021): a dataset fingerprint plus fixed rules
@@ -20,8 +21,11 @@ from .plan import (
     plan_batch,
     plan_crop,
 )
+from .run import AutoResult, DeadlineStop, bundle_name_for, parse_duration, run_auto
 
 __all__ = [
+    "AutoResult",
+    "DeadlineStop",
     "Fingerprint",
     "Plan",
     "default_splits",
@@ -32,4 +36,7 @@ __all__ = [
     "plan",
     "plan_batch",
     "plan_crop",
+    "bundle_name_for",
+    "parse_duration",
+    "run_auto",
 ]

@@ -309,9 +309,12 @@ def plan(
 
 
 def measure_step_seconds(recipe: RunConfig, *, steps: int = 3) -> float:
-    """Seconds per optimizer step of ``recipe`` on its device: one warm-up step, then ``steps``
-    timed (data loading included), through :func:`pixelwise.engine.train.setup` and
-    ``train_one_epoch``. Nothing is kept (a temporary folder; no validation)."""
+    """Seconds per optimizer step of ``recipe`` on its device (data loading included), through
+    :func:`pixelwise.engine.train.setup` and ``train_one_epoch``: one warm-up step, then ``steps``
+    and ``2 × steps`` more, each run starting its data loader anew; the difference of the two
+    times over ``steps`` is the step time without the loader's start-up (starting worker processes
+    costs seconds, more than a small model's step). Nothing is kept (a temporary folder; no
+    validation)."""
     from ..engine.train import setup, train_one_epoch
 
     if steps < 1:
@@ -319,11 +322,18 @@ def measure_step_seconds(recipe: RunConfig, *, steps: int = 3) -> float:
     cfg = recipe.model_copy(deep=True)
     cfg.data.val_split = None
     cfg.train.max_steps = 1
+    cfg.train.persistent_workers = False  # every run below starts its workers: the same cost
+    cfg.schedule.warmup_iters = 0  # a few steps: a warm-up would only be warned of
     with tempfile.TemporaryDirectory() as tmp:
         state = setup(cfg, tmp, progress=False)
         train_one_epoch(state)
-        state.cfg.train.max_steps = 1 + steps
-        t0 = time.perf_counter()
-        while state.step < 1 + steps:
-            train_one_epoch(state)
-        return (time.perf_counter() - t0) / (state.step - 1)
+        seconds = []
+        for n in (steps, 2 * steps):
+            target = state.step + n
+            state.cfg.train.max_steps = target
+            t0 = time.perf_counter()
+            while state.step < target:
+                train_one_epoch(state)
+            seconds.append(time.perf_counter() - t0)
+    short, long = seconds
+    return (long - short) / steps if long > short else long / (2 * steps)

@@ -11,12 +11,13 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import PixelwiseError
+from .classes import IGNORE_INDEX
 from .formats import read_sample_image, read_sample_mask
-from .io import image_size
+from .io import image_size, read_mask
 from .spec import DatasetSpec, Sample, decode_mask, resolve_split
 from .transforms import to_tensor
 
-__all__ = ["SegmentationDataset", "SameSizeBatchSampler", "load_pair"]
+__all__ = ["SegmentationDataset", "SameSizeBatchSampler", "load_pair", "load_roi"]
 
 
 def load_pair(sample: Sample, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray | None]:
@@ -41,13 +42,31 @@ def load_pair(sample: Sample, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray
     return image, labels
 
 
+def load_roi(sample: Sample, size: tuple[int, int]) -> np.ndarray | None:
+    """A sample's region of interest as H×W uint8 (1 inside: a nonzero pixel, 0 outside), or
+    ``None`` without one; raise if its size is not the image's ``size`` (height, width)."""
+    if sample.roi is None:
+        return None
+    raw = read_mask(sample.roi)
+    inside = (raw != 0).any(axis=2) if raw.ndim == 3 else raw != 0
+    if inside.shape != tuple(size):
+        raise PixelwiseError(
+            f"{sample.roi}: roi size {inside.shape[1]}x{inside.shape[0]} != image size "
+            f"{size[1]}x{size[0]} ({sample.image.name})"
+        )
+    return inside.astype(np.uint8)
+
+
 class SegmentationDataset(Dataset):
     """Items are dicts: ``image`` (C×H×W float32, normalised), ``mask`` (H×W int64, 255 = ignore),
-    ``index`` and ``path``; with ``raw_images``, also ``raw``: the image as read (H×W×C uint8), for
+    ``index`` and ``path``; pixels outside a sample's region of interest (``Sample.roi``) are 255 in
+    ``mask``, after the joint transforms moved the ROI with the mask. With ``raw_images``, also ``raw``: the image as read (H×W×C uint8), for
     post-processing that needs its pixels (the dense CRF).
 
     Random transforms are seeded from ``(seed, epoch, index)``: the same sample in the same epoch gets the
-    same augmentation whatever the number of workers, which makes resumed runs continue exactly.
+    same augmentation whatever the number of workers, which makes resumed runs continue exactly. An
+    item is asked for by ``index`` (in the epoch of :meth:`set_epoch`) or by ``(epoch, index)``, which
+    reaches DataLoader workers that outlive an epoch (persistent workers) with the right epoch.
 
     Args:
         spec: the dataset definition.
@@ -84,18 +103,22 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         sample = self.samples[index]
         image, mask = load_pair(sample, self.spec)
         if mask is None:
-            mask = np.full(image.shape[:2], 255, dtype=np.uint8)
-        self.transform.set_random_seed(
-            (self.seed * 1_000_003 + self.epoch * 10_007 + index) % (2**32)
-        )
-        out = self.transform(image=image, mask=mask)
+            mask = np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
+        roi = load_roi(sample, image.shape[:2])
+        self.transform.set_random_seed((self.seed * 1_000_003 + epoch * 10_007 + index) % (2**32))
+        # the ROI is one more mask: every geometric transform moves it with the labels
+        out = self.transform(image=image, mask=mask, **({} if roi is None else {"masks": [roi]}))
+        labels = np.array(out["mask"], dtype=np.int64)
+        if roi is not None:
+            labels[np.asarray(out["masks"][0]) == 0] = IGNORE_INDEX
         item = {
             "image": to_tensor(out["image"]),
-            "mask": torch.from_numpy(np.ascontiguousarray(out["mask"])).long(),
+            "mask": torch.from_numpy(labels),
             "index": index,
             "path": str(sample.image),
         }

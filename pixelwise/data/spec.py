@@ -15,6 +15,7 @@ Example (CamVid)::
       extra: {images: [a/img, b/img], masks: [a/gt, b/gt]}   # several folders, paired by position
       ct: {images: scans, masks: scans, image_ext: .jpg, mask_ext: .png}   # one folder: x.jpg + x.png
       drive: {images: im, masks: gt, pair: {image: "{id}_image", mask: "{id}_label"}}
+      fov: {images: im, masks: gt, roi: fov, pair: {roi: "{id}_mask"}}   # scored inside the ROI only
 
 Mask encodings: ``index`` (pixel value = class id), ``value_map`` (each class's ``mask_value``, e.g. EM
 masks 0 → 0, 255 → 1), ``rgb`` (colour-coded masks through the class colours), ``binary`` (lossy 0/255
@@ -63,6 +64,7 @@ from .survey import gray_reading, survey_masks
 __all__ = [
     "MaskSpec",
     "PairSpec",
+    "SplitPair",
     "SplitSpec",
     "DatasetSpec",
     "Sample",
@@ -109,9 +111,25 @@ class MaskSpec(BaseModel):
         return {"encoding": self.encoding, **plain}
 
 
+class SplitPair(PairSpec):
+    """A split's name patterns: :class:`PairSpec`'s, and the region-of-interest files' (``roi``,
+    default ``{id}``: the image's id), e.g. DRIVE's ``{id}_training_mask``."""
+
+    roi: str = ID
+
+    @field_validator("roi")
+    @classmethod
+    def _valid_roi(cls, value: str) -> str:
+        return check_pattern(value, "pair.roi")
+
+
 class SplitSpec(BaseModel):
     """One split: list files (``image``, ``image<TAB>mask`` or ``image mask`` lines), or paired
-    folders (one or several, paired by position) whose files pair by name (:mod:`.pairing`)."""
+    folders (one or several, paired by position) whose files pair by name (:mod:`.pairing`).
+
+    ``roi`` names region-of-interest folders (``roi[i]`` pairs with ``images[i]``, by ``pair.roi``);
+    list files give an ROI as a third column (``image<TAB>mask<TAB>roi``). Pixels outside an ROI
+    (value 0) are ignored by training and every score."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -119,7 +137,8 @@ class SplitSpec(BaseModel):
     images: str | list[str] | None = None  # a folder, or several: images[i] pairs with masks[i]
     masks: str | list[str] | None = None
     mask_suffix: str = ""  # mask stem = image stem + suffix (e.g. "_mask"): pair.mask "{id}_mask"
-    pair: PairSpec | None = None  # name patterns with one {id}: {image: "{id}_image", mask: ...}
+    pair: SplitPair | None = None  # name patterns with one {id}: {image: "{id}_image", mask: ...}
+    roi: str | list[str] | None = None  # region-of-interest folders: roi[i] pairs with images[i]
     image_ext: list[str] | None = None  # read only these extensions as images (".jpg" or a list)
     mask_ext: list[str] | None = None  # ... and as masks
     stems: list[str] | None = None  # keep only these image stems (explicit sub-splits)
@@ -134,7 +153,9 @@ class SplitSpec(BaseModel):
         if (self.list_file is None) == (self.images is None):
             raise ValueError("a split needs exactly one of 'list' or 'images'")
         if self.images is None:
-            used = [k for k in ("masks", "pair", "image_ext", "mask_ext") if getattr(self, k)]
+            used = [
+                k for k in ("masks", "roi", "pair", "image_ext", "mask_ext") if getattr(self, k)
+            ]
             if used:
                 raise ValueError(
                     f"{used[0]} applies to paired folders (images:), not to list files"
@@ -152,7 +173,17 @@ class SplitSpec(BaseModel):
                 f"{len(images)} image folder(s) but {len(masks)} mask folder(s): list one mask "
                 "folder per image folder (images[i] pairs with masks[i])"
             )
+        rois = self.roi_folders()
+        if rois is not None and len(rois) != len(images):
+            raise ValueError(
+                f"{len(images)} image folder(s) but {len(rois)} roi folder(s): list one roi "
+                "folder per image folder (images[i] pairs with roi[i])"
+            )
         return self
+
+    def roi_folders(self) -> list[str] | None:
+        """The region-of-interest folders (``None``: no ROI), as a list."""
+        return [self.roi] if isinstance(self.roi, str) else self.roi
 
     def check_shared_folders(self) -> None:
         """Raise ``ValueError`` when images and masks share a folder and nothing says which files
@@ -180,7 +211,8 @@ class SplitSpec(BaseModel):
     def custom_pairing(self) -> bool:
         """Uses what only the generic paired-folder rules read (several folders, pair, extensions)."""
         several = not isinstance(self.images, str | None) or not isinstance(self.masks, str | None)
-        return several or any(v is not None for v in (self.pair, self.image_ext, self.mask_ext))
+        custom = (self.pair, self.image_ext, self.mask_ext, self.roi)
+        return several or any(v is not None for v in custom)
 
 
 class DatasetSpec(BaseModel):
@@ -224,6 +256,11 @@ class DatasetSpec(BaseModel):
         except PixelwiseError:  # an unknown format is reported where it is read
             return
         for name, split in self.splits.items():
+            if split.roi is not None and fmt.resolve is not None:
+                raise ValueError(
+                    f"split {name!r}: roi needs format 'folders' (format {fmt.name!r} pairs its "
+                    "own files)"
+                )
             if fmt.resolve is None or fmt.folder_rules:
                 try:
                     split.check_shared_folders()
@@ -232,7 +269,7 @@ class DatasetSpec(BaseModel):
             elif split.custom_pairing:
                 raise ValueError(
                     f"split {name!r}: format {fmt.name!r} pairs its own files; lists of folders, "
-                    "pair, image_ext and mask_ext need format 'folders'"
+                    "pair, image_ext, mask_ext and roi need format 'folders'"
                 )
 
     @property
@@ -270,6 +307,7 @@ class Sample:
     image: Path
     mask: Path | None
     index: int | None = None
+    roi: Path | None = None  # region of interest: pixels where it is 0 are ignored
 
     @property
     def where(self) -> str:
@@ -352,21 +390,24 @@ def resolve_split(spec: DatasetSpec, name: str) -> tuple[list[Sample], list[str]
         text = list_file.read_text(encoding="utf-8", errors="surrogateescape")
         for lineno, line in enumerate(text.splitlines(), 1):
             fields = list_entries(line, root)
-            if len(fields) > 2:
+            if len(fields) > (3 if "\t" in line else 2):  # a third column: tab-separated
                 problems.append(
-                    f"{list_file}:{lineno}: expected 'image', 'image<TAB>mask' or 'image mask', "
-                    f"got {line!r} (separate paths holding spaces with a tab)"
+                    f"{list_file}:{lineno}: expected 'image', 'image<TAB>mask', 'image mask' or "
+                    f"'image<TAB>mask<TAB>roi', got {line!r} (separate paths holding spaces with "
+                    "a tab)"
                 )
             elif fields:
-                samples.append(Sample(root / fields[0], root / fields[1] if fields[1:] else None))
+                paths = [root / f for f in fields] + [None, None]
+                samples.append(Sample(paths[0], paths[1], roi=paths[2]))
     images, masks = split.folders()
     for i, folder in enumerate(images):
         mask_folder = root / masks[i] if masks is not None else None
         pairs, found = pair_folder(
             root / folder, mask_folder, split.patterns(), split.image_ext, split.mask_ext
         )
-        samples += [Sample(img, mask) for img, mask in pairs]
         problems += found
+        rois = _roi_pairs(root, split, i, problems)
+        samples += [Sample(img, mask, roi=rois.get(img)) for img, mask in pairs]
     if split.stems is not None:
         wanted = set(split.stems)
         found_stems = {s.image.stem for s in samples}
@@ -377,6 +418,21 @@ def resolve_split(spec: DatasetSpec, name: str) -> tuple[list[Sample], list[str]
     if not samples:
         problems.append(f"split {name!r} of {spec.source}: no images (empty split)")
     return samples, problems
+
+
+def _roi_pairs(root: Path, split: SplitSpec, i: int, problems: list[str]) -> dict[Path, Path]:
+    """Image → ROI file for ``images[i]`` and ``roi[i]``, paired as masks are (by ``pair.image``
+    and ``pair.roi``); the pairing's problems not already in ``problems`` are added to it."""
+    folders = split.roi_folders()
+    if folders is None:
+        return {}
+    images, _ = split.folders()
+    pattern = split.pair.roi if split.pair is not None else ID
+    pairs, found = pair_folder(
+        root / images[i], root / folders[i], (split.patterns()[0], pattern), split.image_ext
+    )
+    problems += [f"roi: {p}" for p in found if p not in problems]
+    return {img: roi for img, roi in pairs if roi is not None}
 
 
 def decode_mask(raw: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, dict[str, int]]:

@@ -1,5 +1,5 @@
 """Checks a dataset before training: every image readable, every mask present, the same size as its
-image, and holding only declared values. Problems are collected for the whole split, not just the first.
+image, and holding only declared values; every region-of-interest file readable and the image's size. Problems are collected for the whole split, not just the first.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..errors import PixelwiseError
 from .classes import IGNORE_INDEX
+from .dataset import load_roi
 from .formats import get_format, read_sample_image, read_sample_mask
 from .spec import DatasetSpec, Sample, decode_mask, resolve_split
 from .survey import lossy_hint
@@ -112,6 +113,16 @@ def _image_size(sample: Sample, spec: DatasetSpec, decode: bool) -> tuple[int, i
     return read_sample_image(sample, spec).shape[:2]
 
 
+def _roi_problems(sample: Sample, size: tuple[int, int]) -> list[str]:
+    """The sample's region-of-interest file unreadable, or not the image's size (empty: fine)."""
+    try:
+        load_roi(sample, size)
+    except PixelwiseError as exc:
+        msg = str(exc)
+        return [msg if str(sample.roi) in msg else f"{sample.roi}: {msg}"]
+    return []
+
+
 def _check_one(
     sample: Sample, spec: DatasetSpec, decode: bool = True
 ) -> tuple[list[str], dict[str, int], np.ndarray | None]:
@@ -120,13 +131,14 @@ def _check_one(
         height, width = _image_size(sample, spec, decode)
     except PixelwiseError as exc:
         return [str(exc)], {}, None
+    problems += _roi_problems(sample, (height, width))
     if sample.mask is None:
-        return [], {}, None
+        return problems, {}, None
     try:
         labels, bad = decode_mask(read_sample_mask(sample, spec), spec)
     except PixelwiseError as exc:
         msg = str(exc)
-        return [msg if str(sample.mask) in msg else f"{sample.mask}: {msg}"], {}, None
+        return [*problems, msg if str(sample.mask) in msg else f"{sample.mask}: {msg}"], {}, None
     if labels.shape != (height, width):
         problems.append(
             f"{sample.where}: mask size {labels.shape[1]}x{labels.shape[0]} != image size "

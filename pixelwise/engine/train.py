@@ -96,6 +96,7 @@ __all__ = [
     "setup",
     "train",
     "train_one_epoch",
+    "train_order",
     "validate",
     "write_checkpoint",
     "write_run_files",
@@ -147,12 +148,15 @@ class TrainState:
     val_loader: DataLoader | None
     monitor: Monitor
     callbacks: CallbackList
-    per_rank: int  # training images per process and epoch (DistributedSampler pads to equal shares)
+    # training images per process and epoch (train.samples_per_epoch or the split, shared out by
+    # DistributedSampler's rule: padded to equal shares)
+    per_rank: int
     lr_scale: float = 1.0  # train.lr_scaling's multiplier (1 in a single process)
     synced_bn: bool = False
     aux_weight: float = 0.0  # > 0 for models with an auxiliary head
     progress: bool = True
     ddp: DistributedDataParallel | None = None
+    train_loader: DataLoader | None = None  # kept across epochs with persistent workers
     epoch: int = 0
     step: int = 0
     start_epoch: int = 0
@@ -337,6 +341,51 @@ def _train_sampler(ds: Dataset, ctx: DistContext, seed: int, epoch: int) -> Samp
     return sampler
 
 
+def train_order(
+    ds: Dataset, ctx: DistContext, seed: int, epoch: int, samples: int | None = None
+) -> list[int]:
+    """This process's sample indices for epoch ``epoch`` (0-based): a pure function of its
+    arguments, so a resumed run draws what an uninterrupted one does.
+
+    ``samples`` None: :func:`_train_sampler`'s order (one pass over the split). ``samples`` k: epoch
+    e is draws ``e*k`` to ``(e+1)*k - 1`` of permutations of the split seeded ``seed + 0``,
+    ``seed + 1``, ... placed end to end (every sample drawn once per pass; k = the split's length in
+    one process is the same as None); under torchrun each process takes every
+    ``world_size``-th draw, padded with the first draws to equal shares (DistributedSampler's rule).
+    """
+    if samples is None:
+        return list(_train_sampler(ds, ctx, seed, epoch))
+    n = len(ds)  # type: ignore[arg-type]
+    first, end = epoch * samples, (epoch + 1) * samples
+    passes = range(first // n, (end - 1) // n + 1)
+    draws = [
+        i
+        for j in passes
+        for i in torch.randperm(n, generator=torch.Generator().manual_seed(seed + j)).tolist()
+    ]
+    order = draws[first - passes[0] * n :][:samples]
+    if not ctx.enabled:
+        return order
+    total = math.ceil(samples / ctx.world_size) * ctx.world_size
+    order += (order * math.ceil(total / samples))[: total - samples]
+    return order[ctx.rank : total : ctx.world_size]
+
+
+class _EpochIndices(Sampler[tuple[int, int]]):
+    """The ``(epoch, index)`` items of one epoch, set before each: iterated in the main process,
+    they carry the epoch to DataLoader workers that outlive it (persistent workers), so every item's
+    augmentation is seeded by its own epoch."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, int]] = []
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of (epoch, index)
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
 def _no_sync(model: torch.nn.Module, accumulate: bool) -> contextlib.AbstractContextManager:
     """DDP's ``no_sync`` for a forward pass whose gradients are only accumulated (``grad_accum``):
     the processes average gradients once per optimizer step, not once per micro-batch."""
@@ -496,7 +545,8 @@ def setup(
     lr_scale = lr_multiplier(tc.lr_scaling, ctx.world_size)  # 1 in a single process
     for group in optimizer.param_groups:
         group["lr"] *= lr_scale
-    per_rank = math.ceil(len(train_ds) / ctx.world_size)  # DistributedSampler pads to equal shares
+    per_epoch = tc.samples_per_epoch or len(train_ds)
+    per_rank = math.ceil(per_epoch / ctx.world_size)  # DistributedSampler pads to equal shares
     total_steps = tc.epochs * max(1, math.ceil(per_rank / tc.batch_size) // tc.grad_accum)
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
@@ -621,6 +671,7 @@ RESUME_MAY_CHANGE = frozenset(
         "train.val_every",
         "train.eval_batch_size",
         "train.num_workers",
+        "train.persistent_workers",
         "train.device",
         "train.channels_last",
         "train.deterministic",
@@ -880,20 +931,30 @@ def train_one_epoch(state: TrainState, stop: GracefulStop | None = None) -> dict
 
 
 def _epoch_loader(state: TrainState, skip: int) -> DataLoader:
-    """Epoch ``state.epoch + 1``'s batches in their seeded order, less the first ``skip``."""
+    """Epoch ``state.epoch + 1``'s batches in their seeded order, less the first ``skip``.
+
+    With ``train.persistent_workers`` (and workers) one loader serves every epoch, its workers kept;
+    else a loader is built per epoch. Either way the items are ``(epoch, index)``, so an item's
+    augmentation depends on its epoch and index only, never on which loader or worker reads it."""
     tc, epoch = state.cfg.train, state.epoch
     state.train_ds.set_epoch(epoch)
-    order = list(_train_sampler(state.train_ds, state.ctx, tc.seed, epoch))
-    return DataLoader(
-        state.train_ds,
-        batch_size=tc.batch_size,
-        sampler=order[skip * tc.batch_size :],  # resuming inside an epoch: the batches not done
-        num_workers=tc.num_workers,
-        generator=torch.Generator().manual_seed(tc.seed + epoch),  # workers' seeds
-        worker_init_fn=seed_worker,
-        drop_last=state.per_rank >= tc.batch_size,
-        pin_memory=state.device.type == "cuda",
-    )
+    order = train_order(state.train_ds, state.ctx, tc.seed, epoch, tc.samples_per_epoch)
+    keep = tc.persistent_workers and tc.num_workers > 0
+    if state.train_loader is None or not keep:
+        state.train_loader = DataLoader(
+            state.train_ds,
+            batch_size=tc.batch_size,
+            sampler=_EpochIndices(),
+            num_workers=tc.num_workers,
+            generator=torch.Generator().manual_seed(tc.seed + epoch),  # workers' seeds
+            worker_init_fn=seed_worker,
+            drop_last=state.per_rank >= tc.batch_size,
+            pin_memory=state.device.type == "cuda",
+            persistent_workers=keep,
+        )
+    sampler: _EpochIndices = state.train_loader.sampler  # type: ignore[assignment]
+    sampler.items = [(epoch, i) for i in order[skip * tc.batch_size :]]  # resumed: batches not done
+    return state.train_loader
 
 
 def _forward_backward(state: TrainState, batch: dict, *, accumulate: bool) -> float:
