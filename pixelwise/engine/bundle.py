@@ -263,12 +263,12 @@ def _checked_inference(inference: Any, where: str) -> dict[str, Any]:
     return dict(inference)
 
 
-def checked_amp(info: dict[str, Any] | None, device: torch.device) -> str:
+def checked_amp(amp: str | None, device: torch.device) -> str:
     """The ``amp`` a model runs under when its user asks for the model's own (``amp="model"``):
-    the reduced precision its bundle description ``info`` records as checked, where ``device`` runs
-    it natively (what ``amp="auto"`` would pick there: CPUs with AVX512-BF16 or AMX, CUDA GPUs with
-    bfloat16); ``off`` (float32) otherwise, and for anything that is not a bundle (``info=None``)."""
-    amp = ((info or {}).get("inference") or {}).get("amp")
+    ``amp``, the reduced precision its bundle records as checked (the ``inference`` block's
+    ``amp``; ``None`` for anything that is not such a bundle), where ``device`` runs it natively
+    (what ``amp="auto"`` would pick there: CPUs with AVX512-BF16 or AMX, CUDA GPUs with
+    bfloat16); ``off`` (float32) otherwise."""
     if amp in INFERENCE_AMPS and resolve_amp("auto", device) == INFERENCE_AMPS[amp]:
         return amp
     return "off"

@@ -118,9 +118,12 @@ class Segmenter:
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.loaded = dataclasses.replace(loaded, model=net)
-        self.amp_dtype = resolve_amp(_model_amp(config.amp, loaded, self.device), self.device)
+        recorded = InferenceConfig.recorded(
+            loaded.recorded_inference
+        )  # the bundle's own, parsed once
+        amp = checked_amp(recorded.amp, self.device) if config.amp == "model" else config.amp
+        self.amp_dtype = resolve_amp(amp, self.device)
         use_crf = uses_crf_by_default(loaded.meta) if config.crf is None else config.crf
-        recorded = InferenceConfig.recorded(loaded.recorded_inference)
         self.config = dataclasses.replace(
             config,
             amp=_AMP_NAMES[self.amp_dtype],
@@ -397,12 +400,6 @@ def _has_conv(model: nn.Module) -> bool:
 def _chw(window: np.ndarray) -> torch.Tensor:
     """A window of an already normalised H×W×C image as a C×H×W tensor."""
     return torch.from_numpy(np.ascontiguousarray(window)).permute(2, 0, 1)
-
-
-def _model_amp(amp: str, loaded: LoadedModel, device: torch.device) -> str:
-    """``amp="model"``: the precision the model's bundle records as checked, where ``device`` runs
-    it natively (:func:`~pixelwise.engine.bundle.checked_amp`); float32 otherwise."""
-    return checked_amp(loaded.info, device) if amp == "model" else amp
 
 
 def _with_shorthands(
