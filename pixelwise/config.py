@@ -32,6 +32,7 @@ __all__ = [
     "LossConfig",
     "OptimConfig",
     "ScheduleConfig",
+    "RareClassSampling",
     "TrainConfig",
     "RunConfig",
     "load_config",
@@ -158,6 +159,16 @@ class ScheduleConfig(_Strict):
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
 
 
+class RareClassSampling(_Strict):
+    """Rare-class oversampling (pixelwise.data.sampling; DAFormer's rare class sampling mixed with
+    uniform draws): ``share`` of the draws pick a class by softmax((1 - pixel share) / temperature)
+    and then an image holding at least ``min_share`` of that class."""
+
+    temperature: float = Field(0.01, gt=0.0)
+    min_share: float = Field(0.001, ge=0.0, lt=1.0)
+    share: float = Field(0.5, ge=0.0, le=1.0)
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(50, ge=1)
     # stop after this many optimizer steps (smoke runs)
@@ -172,6 +183,8 @@ class TrainConfig(_Strict):
     # samples drawn per epoch, from seeded permutations of the split placed end to end (a small
     # dataset gets longer epochs); None: one pass over the split
     samples_per_epoch: int | None = Field(None, ge=1)
+    # rare-class oversampling: epochs drawn with replacement by per-image weights; None: uniform
+    rare_class_sampling: RareClassSampling | None = None
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     val_every: int = Field(1, ge=1)  # epochs
     seed: int = 0

@@ -16,6 +16,9 @@ fingerprint (:mod:`pixelwise.auto.fingerprint`) rather than hand-tuning per data
   when the weights package is importable; otherwise the dataset's own mean and std.
 * **loss** — cross-entropy, plus Dice when the rarest class holds less than
   :data:`RARE_CLASS_FREQUENCY` of the labelled pixels.
+* **sampling** — under the same condition, rare-class oversampling
+  (:mod:`pixelwise.data.sampling`: half the draws by DAFormer's rare class sampling at temperature
+  :data:`RCS_TEMPERATURE`, half uniform); otherwise every image once per epoch.
 * **output** — softmax also for two classes (the repo's default; the sigmoid form has no measured
   advantage here).
 * **augmentation** — horizontal flips always; vertical flips and 90° rotations for non-natural
@@ -58,6 +61,9 @@ BYTES_PER_PIXEL = 8 * 1024  # training memory per crop pixel and image (activati
 MEMORY_SHARE = 0.5  # of the free GPU memory
 TINY_OBJECT_SHARE = 1e-4  # pixel-weighted median component area / crop area below this: tiny
 RARE_CLASS_FREQUENCY = 0.01
+RCS_TEMPERATURE = 0.01  # DAFormer's (Hoyer et al. 2022) rare class sampling temperature
+RCS_MIN_SHARE = 0.001  # an image holds a class from this share of its labelled pixels
+RCS_SHARE = 0.5  # of the draws by rare class sampling; the rest uniform
 EVAL_SHARE = 0.15  # of the budget kept for validation, evaluation and writing files
 MAX_EPOCHS = 500
 VALIDATIONS = 10
@@ -226,8 +232,23 @@ def _loss(fp: Fingerprint) -> tuple[dict[str, Any], list[str]]:
             f"loss CE: rarest class {name!r} holds {freq:.2%} of labelled pixels "
             f"(>= {RARE_CLASS_FREQUENCY:.0%})"
         )
-    reasons.append("no rare-class oversampling: pixelwise has no sampler for it yet")
     return {"terms": terms}, reasons
+
+
+def _sampling(fp: Fingerprint) -> tuple[dict[str, Any] | None, str]:
+    """train.rare_class_sampling (DAFormer's rare class sampling, half the draws) when the rarest
+    class holds less than :data:`RARE_CLASS_FREQUENCY` of the labelled pixels, and the reason."""
+    rarest = min(range(fp.num_classes), key=lambda c: fp.class_frequency[c])
+    freq, name = fp.class_frequency[rarest], fp.class_names[rarest]
+    if freq >= RARE_CLASS_FREQUENCY:
+        return None, (
+            f"uniform image sampling: rarest class {name!r} holds {freq:.2%} of labelled pixels"
+        )
+    rcs = {"temperature": RCS_TEMPERATURE, "min_share": RCS_MIN_SHARE, "share": RCS_SHARE}
+    return rcs, (
+        f"rare-class oversampling (T {RCS_TEMPERATURE:g}, {RCS_SHARE:.0%} of draws): rarest class "
+        f"{name!r} holds {freq:.2%} of labelled pixels (< {RARE_CLASS_FREQUENCY:.0%})"
+    )
 
 
 def _rough_step_seconds(device: str, crop: tuple[int, int], batch: int) -> float:
@@ -268,6 +289,8 @@ def plan(
     reasons += why_model
     loss, why_loss = _loss(fp)
     reasons += why_loss
+    sampling, why = _sampling(fp)
+    reasons.append(why)
     natural = model["name"] == "deeplabv3plus"
     augment = {"crop_size": list(crop), "scale": [0.5, 2.0] if natural else [0.75, 1.25]}
     augment |= {"hflip": True, "vflip": not natural, "rotate90": not natural}
@@ -301,6 +324,7 @@ def plan(
             "eval_batch_size": max(1, batch // 2),
             "device": device,
             "val_every": max(1, epochs // VALIDATIONS),
+            "rare_class_sampling": sampling,
         },
     )
     estimates = {"step_seconds": step, "measured": measured, "steps_per_epoch": steps_per_epoch}

@@ -36,6 +36,9 @@ class SplitReport:
     # per class: the labelled pixels of the images in which it appears (median-frequency weights)
     class_image_pixels: np.ndarray | None = None
     ignored_pixels: int = 0
+    # (samples, classes): each sample's labelled pixels per class, in resolve_split's order (what
+    # SegmentationDataset indexes); rare-class oversampling weighs images by it
+    sample_class_pixels: np.ndarray | None = None
     # lines that explain rather than fail: e.g. a suggestion of the binary encoding for lossy masks
     notes: list[str] = field(default_factory=list)
 
@@ -168,10 +171,15 @@ def check_split(
     totals = np.zeros(256, dtype=np.int64)
     k = spec.num_classes
     image_totals = np.zeros(k, dtype=np.int64)
+    per_sample = np.zeros((len(samples), k), dtype=np.int64)
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for sample, (probs, bad, counts) in zip(
-            samples, pool.map(lambda s: _check_one(s, spec, decode_images), samples), strict=True
+        for j, (sample, (probs, bad, counts)) in enumerate(
+            zip(
+                samples,
+                pool.map(lambda s: _check_one(s, spec, decode_images), samples),
+                strict=True,
+            )
         ):
             report.problems.extend(probs)
             for value, n in bad.items():
@@ -182,6 +190,7 @@ def check_split(
                 totals += counts
                 labelled = counts[:k]
                 image_totals += (labelled > 0) * labelled.sum()
+                per_sample[j] = labelled
     for value, (pixels, nfiles) in sorted(bad_values.items()):
         files = bad_files[value]
         shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
@@ -193,6 +202,7 @@ def check_split(
     report.notes += [hint] if hint else []
     report.class_pixels = totals[:k]
     report.class_image_pixels = image_totals
+    report.sample_class_pixels = per_sample
     report.ignored_pixels = int(totals[IGNORE_INDEX])
     return report
 

@@ -47,6 +47,7 @@ from ..data import (
     load_dataset_spec,
 )
 from ..data.classes import IGNORE_INDEX
+from ..data.sampling import rare_class_weights
 from ..data.spec import DatasetSpec
 from ..data.validate import SplitReport
 from ..errors import PixelwiseError, first_line
@@ -167,6 +168,8 @@ class TrainState:
     skip: int = 0
     partial: dict | None = None
     stop_training: bool = False
+    # per-image draw weights of rare-class oversampling (train.rare_class_sampling), else None
+    sample_weights: list[float] | None = None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -342,7 +345,12 @@ def _train_sampler(ds: Dataset, ctx: DistContext, seed: int, epoch: int) -> Samp
 
 
 def train_order(
-    ds: Dataset, ctx: DistContext, seed: int, epoch: int, samples: int | None = None
+    ds: Dataset,
+    ctx: DistContext,
+    seed: int,
+    epoch: int,
+    samples: int | None = None,
+    weights: Sequence[float] | None = None,
 ) -> list[int]:
     """This process's sample indices for epoch ``epoch`` (0-based): a pure function of its
     arguments, so a resumed run draws what an uninterrupted one does.
@@ -350,12 +358,19 @@ def train_order(
     ``samples`` None: :func:`_train_sampler`'s order (one pass over the split). ``samples`` k: epoch
     e is draws ``e*k`` to ``(e+1)*k - 1`` of permutations of the split seeded ``seed + 0``,
     ``seed + 1``, ... placed end to end (every sample drawn once per pass; k = the split's length in
-    one process is the same as None); under torchrun each process takes every
+    one process is the same as None). ``weights`` (rare-class oversampling,
+    :mod:`pixelwise.data.sampling`): ``samples`` (or the split's length) draws with replacement in
+    proportion to the weights, seeded ``seed + epoch``. Under torchrun each process takes every
     ``world_size``-th draw, padded with the first draws to equal shares (DistributedSampler's rule).
     """
+    n = len(ds)  # type: ignore[arg-type]
+    if weights is not None:
+        count = samples or n
+        w = torch.as_tensor(list(weights), dtype=torch.float64)
+        gen = torch.Generator().manual_seed(seed + epoch)
+        return _rank_share(torch.multinomial(w, count, True, generator=gen).tolist(), ctx)
     if samples is None:
         return list(_train_sampler(ds, ctx, seed, epoch))
-    n = len(ds)  # type: ignore[arg-type]
     first, end = epoch * samples, (epoch + 1) * samples
     passes = range(first // n, (end - 1) // n + 1)
     draws = [
@@ -363,11 +378,17 @@ def train_order(
         for j in passes
         for i in torch.randperm(n, generator=torch.Generator().manual_seed(seed + j)).tolist()
     ]
-    order = draws[first - passes[0] * n :][:samples]
+    return _rank_share(draws[first - passes[0] * n :][:samples], ctx)
+
+
+def _rank_share(order: list[int], ctx: DistContext) -> list[int]:
+    """This process's share of one epoch's draws: every ``world_size``-th, padded with the first
+    draws so every process takes the same number (DistributedSampler's rule)."""
     if not ctx.enabled:
         return order
+    samples = len(order)
     total = math.ceil(samples / ctx.world_size) * ctx.world_size
-    order += (order * math.ceil(total / samples))[: total - samples]
+    order = order + (order * math.ceil(total / samples))[: total - samples]
     return order[ctx.rank : total : ctx.world_size]
 
 
@@ -582,7 +603,29 @@ def setup(
         synced_bn=synced_bn,
         aux_weight=float(getattr(net, "aux_weight", 0.0)),
         progress=progress and ctx.is_main,
+        sample_weights=_sample_weights(cfg, train_report),
     )
+
+
+def _sample_weights(cfg: RunConfig, report: SplitReport) -> list[float] | None:
+    """train.rare_class_sampling's per-image weights (None when off), logged in one line."""
+    rcs = cfg.train.rare_class_sampling
+    if rcs is None or report.sample_class_pixels is None:
+        return None
+    w = rare_class_weights(
+        report.sample_class_pixels,
+        temperature=rcs.temperature,
+        min_share=rcs.min_share,
+        share=rcs.share,
+    )
+    n = len(w)
+    log.info(
+        "rare-class sampling: %d of %d images drawn more often than uniform, at most %.2fx",
+        int((w * n > 1 + 1e-9).sum()),
+        n,
+        float(w.max() * n),
+    )
+    return w.tolist()
 
 
 def _datasets(
@@ -938,7 +981,9 @@ def _epoch_loader(state: TrainState, skip: int) -> DataLoader:
     augmentation depends on its epoch and index only, never on which loader or worker reads it."""
     tc, epoch = state.cfg.train, state.epoch
     state.train_ds.set_epoch(epoch)
-    order = train_order(state.train_ds, state.ctx, tc.seed, epoch, tc.samples_per_epoch)
+    order = train_order(
+        state.train_ds, state.ctx, tc.seed, epoch, tc.samples_per_epoch, state.sample_weights
+    )
     keep = tc.persistent_workers and tc.num_workers > 0
     if state.train_loader is None or not keep:
         state.train_loader = DataLoader(
