@@ -389,6 +389,8 @@ def test_the_service_answers_an_absurdly_thin_upload_422_in_one_line() -> None:
     buf = io.BytesIO()
     Image.fromarray(np.zeros((1, 4_000_000, 3), np.uint8)).save(buf, format="PNG")
     with TestClient(create_app(seg)) as client:
-        r = client.post("/v1/segment", content=buf.getvalue(), headers={"Content-Type": "image/png"})
+        r = client.post(
+            "/v1/segment", content=buf.getvalue(), headers={"Content-Type": "image/png"}
+        )
     assert r.status_code == 422 and "too thin" in r.json()["error"]
     assert spy.pixels == []

@@ -50,6 +50,7 @@ __all__ = [
     "plan_crop",
     "plan_batch",
     "epochs_for_budget",
+    "with_epochs",
     "measure_step_seconds",
     "lite_weights_available",
 ]
@@ -161,6 +162,16 @@ def epochs_for_budget(
         f"(keeping {EVAL_SHARE:.0%} for evaluation) / ({step_seconds:.3g} s x {steps_per_epoch} "
         f"steps per epoch), from 1 to {MAX_EPOCHS}"
     )
+
+
+def with_epochs(recipe: RunConfig, epochs: int, steps_per_epoch: int) -> RunConfig:
+    """A copy of ``recipe`` trained for ``epochs``: about :data:`VALIDATIONS` validations and a
+    warm-up of 5% of the steps (at most 100) — the one schedule rule of plan, cap and search."""
+    cfg = recipe.model_copy(deep=True)
+    cfg.train.epochs = epochs
+    cfg.train.val_every = max(1, epochs // VALIDATIONS)
+    cfg.schedule.warmup_iters = min(100, (epochs * steps_per_epoch) // 20)
+    return cfg
 
 
 def _tiny_objects(fp: Fingerprint, crop: tuple[int, int]) -> str | None:
@@ -309,7 +320,6 @@ def plan(
         )
     epochs, why = epochs_for_budget(budget_seconds, step, steps_per_epoch)
     reasons.append(why)
-    warmup = min(100, (epochs * steps_per_epoch) // 20)
     recipe = RunConfig(
         data={"dataset": fp.dataset, "train_split": train_split, "val_split": val_split},
         model=model,
@@ -317,16 +327,15 @@ def plan(
         normalize=normalize,
         loss=loss,
         optim={"name": "adamw", "lr": 1e-3 if natural else 2e-3, "weight_decay": 1e-4},
-        schedule={"name": "poly", "power": 0.9, "warmup_iters": warmup},
+        schedule={"name": "poly", "power": 0.9},
         train={
-            "epochs": epochs,
             "batch_size": batch,
             "eval_batch_size": max(1, batch // 2),
             "device": device,
-            "val_every": max(1, epochs // VALIDATIONS),
             "rare_class_sampling": sampling,
         },
     )
+    recipe = with_epochs(recipe, epochs, steps_per_epoch)
     estimates = {"step_seconds": step, "measured": measured, "steps_per_epoch": steps_per_epoch}
     estimates |= {"epochs": epochs, "budget_seconds": budget_seconds}
     return Plan(recipe=recipe, reasons=reasons, estimates=estimates)

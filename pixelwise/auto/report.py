@@ -1,5 +1,6 @@
 """The ``pixelwise auto`` report: ``report.md`` with the fingerprint, the plan and its reasons, the
-training curves, the per-class scores, the confusion matrix and sample overlays (``samples/``)."""
+search's trials (``--search``), the training curves, the per-class scores, the confusion matrix and
+sample overlays (``samples/``)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,29 @@ def _class_table(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _search_section(search: dict[str, Any]) -> list[str]:
+    """The search's trials as a table, its rule and the winner."""
+    lines = [
+        "## Search",
+        "",
+        f"{len(search.get('trials', []))} trial(s) of {search.get('trial_seconds', 0):.0f} s each "
+        f"(`search.json`, the trials' runs in `search/`); pruner: {search.get('pruner')}.",
+        "",
+        "| trial | candidate | what | state | val mIoU % per validation (epoch) | best % | seconds |",
+        "| ---: | --- | --- | --- | --- | ---: | ---: |",
+    ]
+    for t in search.get("trials", []):
+        scores = ", ".join(f"{_pct(v['val_miou'])} ({v['epoch']})" for v in t.get("val_miou", []))
+        lines.append(
+            f"| {t['number'] + 1} | `{t['candidate']}` | {t['description']} | {t['state']} "
+            f"| {scores or '—'} | {_pct(t.get('best_val_miou'))} | {t.get('seconds', 0):.0f} |"
+        )
+    if search.get("not_tried"):
+        lines += ["", f"Not tried (the search's time was used): {', '.join(search['not_tried'])}."]
+    lines += ["", f"Chosen: `{search.get('winner')}`; rule: {search.get('rule')}.", ""]
+    return lines
+
+
 def report_markdown(
     fp: Fingerprint,
     plan_doc: dict[str, Any],
@@ -67,8 +91,10 @@ def report_markdown(
     curves: str | None,
     confusion: str | None,
     samples: list[str],
+    search: dict[str, Any] | None = None,
 ) -> str:
-    """The report's Markdown; image arguments are paths relative to the report."""
+    """The report's Markdown; image arguments are paths relative to the report. ``search``:
+    ``search.json``'s content, when the run searched."""
     est = plan_doc.get("estimates", {})
     recipe = plan_doc.get("recipe", {})
     model = recipe.get("model", {})
@@ -81,7 +107,8 @@ def report_markdown(
         f"({'measured' if est.get('measured') else 'estimated'}), "
         f"budget {est.get('budget_seconds', 0):.0f} s."
     )
-    lines += ["", *(f"- {r}" for r in plan_doc.get("reasons", [])), "", "## Training", ""]
+    lines += ["", *(f"- {r}" for r in plan_doc.get("reasons", [])), ""]
+    lines += [*(_search_section(search) if search else []), "## Training", ""]
     lines.append(f"![training curves]({curves})" if curves else "No training curves were written.")
     lines += ["", "## Evaluation", ""]
     if evaluation.get("split") is None:
@@ -133,9 +160,10 @@ def write_auto_report(
     best: Path,
     *,
     device: str = "auto",
+    search: dict[str, Any] | None = None,
 ) -> tuple[Path, bool]:
     """Write ``out/report.md`` (with ``curves.png`` and ``samples/``) unless it exists; return its
-    path and whether it was written now."""
+    path and whether it was written now. ``search``: ``search.json``'s content, if any."""
     path = out / "report.md"
     if path.exists():
         return path, False
@@ -148,7 +176,7 @@ def write_auto_report(
     split = evaluation.get("split") or fp.fingerprinted_splits[0]
     samples = _samples(out, spec, split, best, device)
     text = report_markdown(
-        fp, plan_doc, evaluation, curves=curves, confusion=confusion, samples=samples
+        fp, plan_doc, evaluation, curves=curves, confusion=confusion, samples=samples, search=search
     )
     write_text_atomic(path, text)
     return path, True

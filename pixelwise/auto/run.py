@@ -1,4 +1,4 @@
-"""``pixelwise auto``: fingerprint → plan → train → evaluate → bundle → report, resumable.
+"""``pixelwise auto``: fingerprint → plan → (search) → train → evaluate → bundle → report, resumable.
 
 Each step writes its result into the output folder atomically, and a step whose result is there
 already is skipped ("done already"), so re-running the same command after a kill continues at the
@@ -20,7 +20,7 @@ from ..data.spec import DatasetSpec, load_dataset_spec
 from ..engine.callbacks import Callback
 from ..errors import PixelwiseError
 from .fingerprint import Fingerprint, fingerprint
-from .plan import EVAL_SHARE, VALIDATIONS, Plan, measure_step_seconds, plan
+from .plan import EVAL_SHARE, Plan, measure_step_seconds, plan, with_epochs
 
 __all__ = ["AutoResult", "DeadlineStop", "parse_duration", "bundle_name_for", "run_auto"]
 
@@ -85,6 +85,7 @@ class AutoResult:
     evaluation: Path
     report: Path
     files: list[Path] = field(default_factory=list)
+    search: Path | None = None  # search.json, when the run searched
 
 
 @dataclass
@@ -99,6 +100,7 @@ class _Run:
     progress: bool
     max_epochs: int | None
     say: Callable[[str], None]
+    trials: int | None = None  # --search: the number of candidates; None: no search
     start: float = field(default_factory=time.perf_counter)
     steps: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
@@ -160,11 +162,7 @@ def _capped(p: Plan, max_epochs: int | None) -> Plan:
     """``p`` with at most ``max_epochs`` epochs (validation and warm-up scaled with them)."""
     if max_epochs is None or p.recipe.train.epochs <= max_epochs:
         return p
-    recipe = p.recipe.model_copy(deep=True)
-    recipe.train.epochs = max_epochs
-    recipe.train.val_every = max(1, max_epochs // VALIDATIONS)
-    steps = max_epochs * int(p.estimates.get("steps_per_epoch", 1))
-    recipe.schedule.warmup_iters = min(100, steps // 20)
+    recipe = with_epochs(p.recipe, max_epochs, int(p.estimates.get("steps_per_epoch", 1)))
     why = f"epochs capped at {max_epochs} (max_epochs), below the {p.recipe.train.epochs} that fit"
     return Plan(recipe, [*p.reasons, why], {**p.estimates, "epochs": max_epochs})
 
@@ -198,6 +196,58 @@ def _step_plan(r: _Run, fp: Fingerprint) -> tuple[Path, dict[str, Any]]:
         f"per step ({timed}) -> {recipe_path.name}, {plan_path.name}",
     )
     return recipe_path, doc
+
+
+def _check_search_possible(r: _Run, fp: Fingerprint) -> None:
+    """Before anything is trained: a search needs a labelled val split (the plan's rule for
+    validating), and an output folder not trained without a search already."""
+    if not (fp.has_val and fp.fingerprinted_splits[0] != "val"):
+        raise PixelwiseError(
+            f"--search chooses on a validation split, and dataset {fp.name!r} has no labelled "
+            "'val' split: add one, or run without --search"
+        )
+    if (r.out / "train" / "last.ckpt").exists() and _read_json(r.out / "search.json") is None:
+        raise PixelwiseError(
+            f"{r.out} was trained without --search (train/): choose another --out, or delete "
+            "train/ and train.json to search"
+        )
+
+
+def _step_search(r: _Run, fp: Fingerprint, plan_doc: dict[str, Any], trials: int) -> dict[str, Any]:
+    """Compare the candidates in ``out/search`` (pixelwise.auto.search); the winner, rescheduled
+    for the time left, becomes ``recipe.yaml``; ``search.json`` marks the step finished."""
+    from .search import final_plan, run_search
+
+    path, recipe_path = r.out / "search.json", r.out / "recipe.yaml"
+    known = _read_json(path)
+    if known is not None and recipe_path.exists():
+        r.done("search", f"{path.name}: {known.get('winner')!r} chosen", already=True)
+        return known
+    doc = run_search(
+        plan_doc,
+        r.out / "search",
+        budget_seconds=r.budget,
+        trials=trials,
+        fp=fp,
+        measure=r.measure,
+        progress=r.progress,
+        max_epochs=r.max_epochs,
+        say=r.say,
+    )
+    left = r.budget * (1 - EVAL_SHARE) - (time.perf_counter() - r.start)
+    final = final_plan(plan_doc, doc, r.out / "search", train_seconds=left, max_epochs=r.max_epochs)
+    with atomic_path(recipe_path) as tmp:
+        final.write(tmp)
+    doc["final"] = final.to_dict()
+    _write_json(path, doc)
+    won = next(t for t in doc["trials"] if t["candidate"] == doc["winner"])
+    r.done(
+        "search",
+        f"{len(doc['trials'])} trial(s); chosen {doc['winner']!r} (best val mIoU "
+        f"{100 * won['best_val_miou']:.2f}%), {final.recipe.train.epochs} epoch(s) for the time "
+        f"left -> {recipe_path.name}, {path.name}",
+    )
+    return doc
 
 
 def _step_train(r: _Run, recipe_path: Path) -> Path:
@@ -316,10 +366,12 @@ def run_auto(
     progress: bool = True,
     bundle_name: str | None = None,
     max_epochs: int | None = None,
+    search: bool = False,
+    trials: int | None = None,
     say: Callable[[str], None] = print,
 ) -> AutoResult:
-    """Fingerprint ``data``, plan a recipe for ``budget_seconds``, train, evaluate, bundle and
-    report into ``out``; a step whose result is in ``out`` already is skipped (docs/auto.md).
+    """Fingerprint ``data``, plan a recipe for ``budget_seconds``, (search,) train, evaluate, bundle
+    and report into ``out``; a step whose result is in ``out`` already is skipped (docs/auto.md).
 
     Args:
         data: a dataset YAML or folder.
@@ -331,14 +383,20 @@ def run_auto(
         progress: progress bars while training and evaluating.
         bundle_name: the bundle's name (default: the dataset's name, sanitised).
         max_epochs: at most this many epochs whatever fits the budget (smoke runs, tests).
+        search: between plan and train, compare candidate recipes for
+            :data:`~pixelwise.auto.search.SEARCH_SHARE` of the budget and train the best on
+            validation (needs optuna: ``pip install 'pixelwise[auto]'``; docs/auto.md).
+        trials: with ``search``, how many candidates to try (default
+            :data:`~pixelwise.auto.search.DEFAULT_TRIALS`).
         say: called with one line per step as it happens.
     """
     if budget_seconds <= 0:
         raise PixelwiseError(f"budget_seconds must be > 0, got {budget_seconds}")
     if max_epochs is not None and max_epochs < 1:
         raise PixelwiseError(f"max_epochs must be >= 1, got {max_epochs}")
+    n_trials = _search_trials(search, trials)
     spec = load_dataset_spec(data)
-    r = _Run(spec, Path(out), budget_seconds, device, measure, progress, max_epochs, say)
+    r = _Run(spec, Path(out), budget_seconds, device, measure, progress, max_epochs, say, n_trials)
     r.out.mkdir(parents=True, exist_ok=True)
     name = bundle_name or bundle_name_for(r.spec.name)
     from ..pretrained import is_bundle_name
@@ -346,12 +404,37 @@ def run_auto(
     if not is_bundle_name(name):
         raise PixelwiseError(f"--name {name!r}: use letters, digits, '_' and '-' only")
     fp = _step_fingerprint(r)
+    if r.trials is not None:
+        _check_search_possible(r, fp)
     recipe, plan_doc = _step_plan(r, fp)
+    if r.trials is not None:
+        search_doc = _step_search(r, fp, plan_doc, r.trials)
+    else:  # a run that searched before: recipe.yaml is the search's
+        search_doc = _read_json(r.out / "search.json")
+    if search_doc is not None and "final" in search_doc:
+        plan_doc = search_doc["final"]  # what recipe.yaml holds now
     best = _step_train(r, recipe)
     evaluation, doc = _step_evaluate(r, fp, best)
     bundle = _step_bundle(r, best, name, doc, recipe)
     from .report import write_auto_report
 
-    report, fresh = write_auto_report(r.out, r.spec, fp, plan_doc, doc, best, device=r.device)
+    report, fresh = write_auto_report(
+        r.out, r.spec, fp, plan_doc, doc, best, device=r.device, search=search_doc
+    )
     r.done("report", f"{report.name}, samples/, curves.png", already=not fresh)
-    return AutoResult(r.out, dict(r.steps), list(r.skipped), bundle, evaluation, report)
+    searched = r.out / "search.json" if search_doc is not None else None
+    return AutoResult(
+        r.out, dict(r.steps), list(r.skipped), bundle, evaluation, report, search=searched
+    )
+
+
+def _search_trials(search: bool, trials: int | None) -> int | None:
+    """The number of candidates to try (``None``: no search); checks optuna is there first."""
+    if not search:
+        if trials is not None:
+            raise PixelwiseError(f"--trials {trials} is for --search: add --search")
+        return None
+    from .search import DEFAULT_TRIALS, check_trials, require_optuna
+
+    require_optuna()
+    return check_trials(DEFAULT_TRIALS if trials is None else trials)
