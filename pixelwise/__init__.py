@@ -15,6 +15,9 @@ Public API::
     seg = pw.load("camvid")                              # a model bundled with the package
     pw.list_bundled()                                    # their names
     pw.write_bundle("runs/camvid_unet/best.ckpt", "bundles", "mymodel")  # safetensors + json
+    for frame in pw.segment_video(seg, "drive.mp4"):    # frames lazily (pip install 'pixelwise[video]')
+        frame.index, frame.labels
+    pw.write_segmented_video(seg, "drive.mp4", "out/", masks="png")  # drive_overlay.mp4, drive_masks/
 """
 
 __version__ = "0.1.0"
@@ -45,6 +48,7 @@ from .engine import (  # noqa: E402
 from .metrics import ConfusionMatrix  # noqa: E402
 from .pretrained import list_bundled  # noqa: E402
 from .registry import create_model, list_models, register_model  # noqa: E402
+from .video import segment_video, write_segmented_video  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -69,7 +73,9 @@ __all__ = [
     "read_bundle",
     "register_model",
     "report_dict",
+    "segment_video",
     "train",
     "write_bundle",
     "write_report",
+    "write_segmented_video",
 ]

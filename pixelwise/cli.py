@@ -20,6 +20,7 @@ from ._options import DeviceOption, inference_options
 from .engine.inference import InferenceConfig
 from .errors import first_line, printable
 from .pretrained import DEFAULT_MODEL
+from .video.temporal import DEFAULT_ALPHA
 
 __all__ = ["app", "main"]
 
@@ -205,7 +206,13 @@ def evaluate(
 @app.command()
 @inference_options
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files, folders or glob patterns; videos (.mp4 .avi .webm .mov .mkv, "
+            "files or patterns) give <name>_overlay.mp4."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Output folder.")],
     model: _ModelOption = DEFAULT_MODEL,
     probs: Annotated[
@@ -222,18 +229,65 @@ def predict(
     overwrite: Annotated[
         bool, typer.Option(help="Redo inputs whose mask exists (default: skip them).")
     ] = False,
-    batch_size: Annotated[int, typer.Option(help="Same-size images per forward pass.")] = 4,
+    batch_size: Annotated[
+        int, typer.Option(help="Same-size images (or video frames) per forward pass.")
+    ] = 4,
     workers: Annotated[int, typer.Option(help="Image-decoding processes.")] = 2,
+    video_masks: Annotated[
+        str,
+        typer.Option(
+            help="Videos: also write masks: none; png (<name>_masks/NNNNNN.png per frame, class "
+            "indices with the palette); video (<name>_mask.mp4 in the class colours)."
+        ),
+    ] = "none",
+    temporal: Annotated[
+        str,
+        typer.Option(
+            help="Videos: stabilise labels over frames: none; ema (average the probabilities "
+            "over time); flow (move the average along the optical flow first)."
+        ),
+    ] = "none",
+    temporal_alpha: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Weight of the past frames for --temporal, in [0, 1) [default: {DEFAULT_ALPHA}].",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOption = "auto",
     inference: InferenceConfig | None = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Segment images: <name>.png class-index masks (class colours as palette) and overlays;
-    TIFF inputs give <name>.tif (a GeoTIFF lined up with a georeferenced source)."""
+    TIFF inputs give <name>.tif (a GeoTIFF lined up with a georeferenced source). Videos give
+    <name>_overlay.mp4 (same size and frame rate, legend inset) and --video-masks."""
     from .engine import predict_files
+    from .video import is_video_path, parse_video_masks, temporal_stabilizer
 
+    stabilizer = temporal_stabilizer(temporal, temporal_alpha)  # refused before the model loads
+    masks = parse_video_masks(video_masks)
     ctx, device = _processes(device)  # torchrun: each process writes its share of the outputs
     seg = _segmenter(model, device=device, inference=inference)
+    videos = [item for item in inputs if is_video_path(item)]
+    inputs = [item for item in inputs if not is_video_path(item)]
+    if videos and (probs or regions) and ctx.is_main:
+        _say("note: --probs and --regions are written for images, not for videos", err=True)
+    videos_failed = bool(videos) and _predict_videos(
+        seg,
+        videos,
+        out,
+        overlay=overlay,
+        masks=masks,
+        temporal=stabilizer,
+        overwrite=overwrite,
+        batch_size=batch_size,
+        quiet=quiet,
+        is_main=ctx.is_main,
+    )
+    if not inputs:
+        if videos_failed:
+            raise _Failed
+        return
     summary = predict_files(
         seg,
         inputs,
@@ -265,8 +319,57 @@ def predict(
         f"({summary.images_per_second:.2f} img/s){skipped}{renamed}; {len(summary.failed)} failed"
         + (f"\n{note}" if note else "")
     )
-    if summary.failed:
+    if summary.failed or videos_failed:
         raise _Failed
+
+
+def _predict_videos(  # Segmenter and TemporalEMA are imported lazily
+    seg,  # noqa: ANN001
+    videos: list[str],
+    out: Path,
+    *,
+    overlay: bool,
+    masks: str | None,
+    temporal,  # noqa: ANN001
+    overwrite: bool,
+    batch_size: int,
+    quiet: bool,
+    is_main: bool,
+) -> bool:
+    """``predict``'s videos (:func:`pixelwise.video.predict_videos`): written, then reported by the
+    main process. Returns whether any failed."""
+    from .video import predict_videos
+
+    summary = predict_videos(
+        seg,
+        videos,
+        out,
+        overlay=overlay,
+        masks=masks,
+        temporal=temporal,
+        overwrite=overwrite,
+        batch_size=batch_size,
+        progress=not quiet and is_main,
+    )
+    if not is_main:
+        return bool(summary.failed)
+    for path, reason in summary.failed:
+        _say(f"skipped: {reason if path in reason else f'{path}: {reason}'}", err=True)
+    skipped = (
+        f", skipped {len(summary.skipped)} with all outputs already (--overwrite redoes them)"
+        if summary.skipped
+        else ""
+    )
+    renamed = ", ".join(f"{Path(i).name} -> {n}" for i, n in summary.renamed[:3])
+    renamed = (
+        f", {len(summary.renamed)} named after more than their stem ({renamed})" if renamed else ""
+    )
+    _say(
+        f"wrote {len(summary.written)} video(s) to {out}: {summary.frames} frames "
+        f"({summary.frames_per_second:.2f} frames/s){skipped}{renamed}; {len(summary.failed)} failed"
+        + (f"\n{temporal.describe()}" if temporal is not None else "")
+    )
+    return bool(summary.failed)
 
 
 @app.command()
@@ -757,10 +860,20 @@ def auto(
     max_epochs: Annotated[
         int | None, typer.Option(help="At most this many epochs, whatever fits (smoke runs).")
     ] = None,
+    search: Annotated[
+        bool,
+        typer.Option(
+            help="Before training, compare candidate recipes on the val split for 40% of the "
+            "budget, stopping weak ones early; train the best (needs pixelwise[auto])."
+        ),
+    ] = False,
+    trials: Annotated[
+        int | None, typer.Option(help="Candidates to try with --search, 2 to 6 [default: 4].")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Fingerprint a dataset, plan a recipe for the time budget, train, evaluate, bundle and write
-    report.md into --out; each step is skipped when its result is there (docs/auto.md)."""
+    """Fingerprint a dataset, plan a recipe for the time budget, (search,) train, evaluate, bundle
+    and write report.md into --out; each step is skipped when its result is there (docs/auto.md)."""
     from .auto.run import parse_duration, run_auto
 
     result = run_auto(
@@ -772,6 +885,8 @@ def auto(
         progress=not quiet,
         bundle_name=name,
         max_epochs=max_epochs,
+        search=search,
+        trials=trials,
         say=_say,
     )
     _say(f"predict with: pixelwise predict IMAGES --out OUT --model {result.bundle}")

@@ -17,7 +17,14 @@ import torch.nn.functional as F
 
 from .errors import PixelwiseError
 
-__all__ = ["two_class_logits", "log_probabilities", "probabilities", "labels", "logit_threshold"]
+__all__ = [
+    "two_class_logits",
+    "log_probabilities",
+    "probabilities",
+    "labels",
+    "labels_from_probabilities",
+    "logit_threshold",
+]
 
 
 def two_class_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -84,3 +91,21 @@ def labels(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     # the class dimension of a contiguous N×K×H×W tensor is ~15× slower (50.6 ms against 3.3 ms for
     # 4×11×360×480 on 2 cores; bench/default_model_speed.py).
     return logits.max(dim=1).indices
+
+
+def labels_from_probabilities(probs: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    """Class indices from class probabilities that are not a model's own (averaged over video
+    frames, :mod:`pixelwise.video.temporal`): argmax over classes; for a sigmoid model (give its
+    ``threshold``), 1 where the foreground probability ``probs[:, 1] > threshold``. From a model's
+    own probabilities, :func:`labels` of its logits gives the same classes.
+
+    Shape:
+        probs: (N, K, H, W) → (N, H, W), int64.
+    """
+    if threshold is not None:
+        if probs.shape[1] != 2:
+            raise PixelwiseError(
+                f"a sigmoid model's probabilities have 2 classes, got shape {tuple(probs.shape)}"
+            )
+        return (probs[:, 1] > threshold).long()
+    return probs.max(dim=1).indices

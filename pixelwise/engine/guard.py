@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 import threading
 from collections.abc import Iterable, Iterator
@@ -136,10 +137,14 @@ _RUN_FILES = ("last.ckpt", "best.ckpt", "metrics.csv", "curves.png", "config.yam
 _TEMP_FILE = re.compile(r"\.(.+)\.[^.]+\.tmp")
 
 
-def remove_stale_temp_files(out: Path, names: Iterable[str] = _RUN_FILES) -> list[Path]:
+def remove_stale_temp_files(
+    out: Path, names: Iterable[str] = _RUN_FILES, *, folders: bool = False
+) -> list[Path]:
     """Remove the temporary files of interrupted atomic writes of ``names`` (by default a run
     folder's files) in ``out``; return them. Only files of that pattern for those names are touched,
-    and the folder is listed once, however many names there are."""
+    and the folder is listed once, however many names there are. With ``folders``, temporary
+    folders of that pattern (:func:`pixelwise._atomic.atomic_folder`'s) are removed too, with what
+    they hold; otherwise a folder is never touched."""
     wanted = set(names)
     try:
         with os.scandir(out) as entries:
@@ -148,12 +153,17 @@ def remove_stale_temp_files(out: Path, names: Iterable[str] = _RUN_FILES) -> lis
                 for e in entries
                 if (m := _TEMP_FILE.fullmatch(e.name)) is not None
                 and m.group(1) in wanted
-                and e.is_file(follow_symlinks=False)
+                and (
+                    e.is_file(follow_symlinks=False) or folders and e.is_dir(follow_symlinks=False)
+                )
             ]
     except FileNotFoundError:
         return []
     for p in stale:
-        p.unlink(missing_ok=True)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     if stale:
         log.info("removed %d temporary file(s) of an interrupted write in %s", len(stale), out)
     return sorted(stale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 
@@ -11,7 +12,16 @@ from PIL import Image, ImageDraw, ImageFont
 from .._atomic import atomic_path
 from ..data.classes import palette_bytes
 
-__all__ = ["mask_image", "overlay_with_legend", "plot_confusion", "plot_curves"]
+__all__ = [
+    "blend",
+    "class_areas",
+    "draw_legend",
+    "mask_image",
+    "overlay_with_inset_legend",
+    "overlay_with_legend",
+    "plot_confusion",
+    "plot_curves",
+]
 
 
 def mask_image(labels: np.ndarray, colors: Sequence[Sequence[int]]) -> Image.Image:
@@ -19,6 +29,58 @@ def mask_image(labels: np.ndarray, colors: Sequence[Sequence[int]]) -> Image.Ima
     im = Image.fromarray(labels.astype(np.uint8), mode="P")
     im.putpalette(palette_bytes(colors))
     return im
+
+
+def blend(
+    image: np.ndarray, labels: np.ndarray, colors: Sequence[Sequence[int]], *, alpha: float = 0.5
+) -> np.ndarray:
+    """The image (H×W×3, or H×W×1 shown as grey) blended with its pixels' class colours:
+    ``(1 - alpha) · image + alpha · colour``, H×W×3 uint8."""
+    rgb = image if image.ndim == 3 and image.shape[2] == 3 else np.repeat(image[..., :1], 3, axis=2)
+    lut = np.zeros((256, 3), dtype=np.float32)
+    lut[: len(colors)] = np.asarray(colors, dtype=np.float32)
+    out = (1 - alpha) * rgb.astype(np.float32) + alpha * lut[labels]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def class_areas(labels: np.ndarray, num_classes: int) -> list[tuple[int, float]]:
+    """The classes present in ``labels`` with the fraction of the pixels each covers, largest
+    first: a legend's rows."""
+    counts = np.bincount(labels.reshape(-1), minlength=num_classes)[:num_classes]
+    total = max(1, int(counts.sum()))
+    return [(int(i), counts[i] / total) for i in np.argsort(-counts) if counts[i] > 0]
+
+
+@functools.lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def legend_font_size(height: int) -> int:
+    """The legend's font size for a picture ``height`` pixels tall (10 to 18)."""
+    return max(10, min(18, height // 20))
+
+
+def draw_legend(
+    draw: ImageDraw.ImageDraw,
+    origin: tuple[int, int],
+    rows: Sequence[tuple[int, float]],
+    colors: Sequence[Sequence[int]],
+    names: Sequence[str],
+    font_size: int,
+) -> None:
+    """One row per ``(class, area fraction)`` from ``origin`` (x, y) down: a colour swatch, the
+    class name and its area in percent."""
+    font = _font(font_size)
+    x, y0 = origin
+    for k, (i, fraction) in enumerate(rows):
+        y = y0 + k * (font_size + 6)
+        draw.rectangle(
+            [x, y, x + font_size, y + font_size], fill=tuple(colors[i]), outline=(0, 0, 0)
+        )
+        draw.text(
+            (x + 6 + font_size, y), f"{names[i]} {100 * fraction:.1f}%", fill=(0, 0, 0), font=font
+        )
 
 
 def overlay_with_legend(
@@ -30,34 +92,46 @@ def overlay_with_legend(
     alpha: float = 0.5,
 ) -> Image.Image:
     """The image blended with the class colours, and a legend of the classes present with their area."""
-    rgb = image if image.ndim == 3 and image.shape[2] == 3 else np.repeat(image[..., :1], 3, axis=2)
-    lut = np.zeros((256, 3), dtype=np.float32)
-    lut[: len(colors)] = np.asarray(colors, dtype=np.float32)
-    blend = (1 - alpha) * rgb.astype(np.float32) + alpha * lut[labels]
-    base = Image.fromarray(blend.clip(0, 255).astype(np.uint8))
-    counts = np.bincount(labels.reshape(-1), minlength=len(names))[: len(names)]
-    present = [i for i in np.argsort(-counts) if counts[i] > 0]
+    base = Image.fromarray(blend(image, labels, colors, alpha=alpha))
+    rows = class_areas(labels, len(names))
     h, w = labels.shape
-    font_size = max(10, min(18, h // 20))
-    font = ImageFont.load_default(size=font_size)
+    font_size = legend_font_size(h)
     row = font_size + 6
     legend_w = max(140, font_size * 12)
-    canvas = Image.new("RGB", (w + legend_w, max(h, row * (len(present) + 1))), (255, 255, 255))
+    canvas = Image.new("RGB", (w + legend_w, max(h, row * (len(rows) + 1))), (255, 255, 255))
     canvas.paste(base, (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    total = max(1, int(counts.sum()))
-    for k, i in enumerate(present):
-        y = 4 + k * row
-        draw.rectangle(
-            [w + 6, y, w + 6 + font_size, y + font_size], fill=tuple(colors[i]), outline=(0, 0, 0)
-        )
-        draw.text(
-            (w + 12 + font_size, y),
-            f"{names[i]} {100 * counts[i] / total:.1f}%",
-            fill=(0, 0, 0),
-            font=font,
-        )
+    draw_legend(ImageDraw.Draw(canvas), (w + 6, 4), rows, colors, names, font_size)
     return canvas
+
+
+def overlay_with_inset_legend(
+    image: np.ndarray,
+    labels: np.ndarray,
+    colors: Sequence[Sequence[int]],
+    names: Sequence[str],
+    *,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """The image blended with the class colours at its own size (H×W×3 uint8), with the legend
+    inset at the top left on a lightened box: a video's frame, whose size cannot change. The rows
+    are the largest classes that fit in the frame, listed in class order so that they stay put
+    from frame to frame."""
+    out = blend(image, labels, colors, alpha=alpha)
+    h, w = labels.shape
+    font_size = max(10, min(14, h // 30))
+    row = font_size + 6
+    rows = sorted(class_areas(labels, len(names))[: max(0, (h - 8) // row)])
+    if not rows:
+        return out
+    canvas = Image.fromarray(out)
+    draw = ImageDraw.Draw(canvas)
+    font = _font(font_size)
+    text_w = max(draw.textlength(f"{names[i]} {100 * f:.1f}%", font=font) for i, f in rows)
+    x1, y1 = min(w, int(16 + font_size + text_w)), min(h, 6 + row * len(rows))
+    box = np.asarray(canvas)[:y1, :x1].astype(np.float32)
+    canvas.paste(Image.fromarray((0.35 * box + 0.65 * 255).astype(np.uint8)), (0, 0))
+    draw_legend(draw, (4, 4), rows, colors, names, font_size)
+    return np.asarray(canvas)
 
 
 def _save_fig(fig, path: str | os.PathLike[str]) -> None:  # noqa: ANN001
