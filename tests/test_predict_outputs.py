@@ -284,3 +284,28 @@ def test_sigterm_mid_write_leaves_no_temporary_file_and_a_rerun_finishes(tmp_pat
     assert {p.name for p in out.iterdir()} == {
         f"img{i}{end}" for i in range(3) for end in (".png", "_overlay.png")
     }
+
+
+@pytest.mark.parametrize("kind", ["images", "videos"])
+def test_summaries_of_processes_are_joined_in_rank_order(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun every process's summary is gathered: lists joined in rank order, the slowest
+    process's time (one rule for image and video runs)."""
+    from pathlib import Path
+
+    from pixelwise.engine import predict as P
+    from pixelwise.engine.distributed import DistContext
+    from pixelwise.video.segment import VideoSummary
+
+    cls = P.PredictSummary if kind == "images" else VideoSummary
+    parts = [
+        cls(skipped=[Path("a")], failed=[("x", "bad")], seconds=2.0),
+        cls(skipped=[Path("b"), Path("c")], seconds=5.0),
+    ]
+    monkeypatch.setattr(P, "all_gather_objects", lambda _s: parts)
+    joined = P.gathered(parts[0], DistContext(rank=0, world_size=2))
+    assert type(joined) is cls
+    assert joined.skipped == [Path("a"), Path("b"), Path("c")]
+    assert joined.failed == [("x", "bad")] and joined.seconds == 5.0
+    assert P.gathered(parts[1], DistContext()) is parts[1]  # one process: itself

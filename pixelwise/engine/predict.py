@@ -18,6 +18,7 @@ run as Ctrl-C does; a new run into the same folder removes the temporary files a
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -26,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
@@ -54,6 +56,9 @@ __all__ = [
 # Overlays of larger images (a 10,000 × 10,000 orthophoto) are not written: a second full-size RGB
 # image of little use at that size.
 MAX_OVERLAY_PIXELS = 4096 * 4096
+
+
+_Summary = TypeVar("_Summary")
 
 
 @dataclass
@@ -299,7 +304,7 @@ def predict_files(
     summary = PredictSummary(failed=failed if ctx.is_main else [])
     todo = _plan(out, paths, ctx, overwrite=overwrite, summary=summary)
     if not todo:
-        return _gathered(summary, ctx)
+        return gathered(summary, ctx)
     loader = DataLoader(
         _Images([p for p, _ in todo], segmenter.meta.in_channels),
         batch_size=None,
@@ -354,22 +359,22 @@ def predict_files(
         finally:
             bar.close()
             summary.seconds = time.perf_counter() - t0
-    result = _gathered(summary, ctx)
-    return result
+    return gathered(summary, ctx)
 
 
-def _gathered(summary: PredictSummary, ctx: DistContext) -> PredictSummary:
-    """Every process's summary in one (rank order); the run took as long as its slowest process."""
+def gathered(summary: _Summary, ctx: DistContext) -> _Summary:
+    """Every process's summary in one (a run summary: list fields and ``seconds``): the lists
+    joined in rank order; the run took as long as its slowest process."""
     if not ctx.enabled:
         return summary
     parts = all_gather_objects(summary)
-    return PredictSummary(
-        written=[p for s in parts for p in s.written],
-        skipped=[p for s in parts for p in s.skipped],
-        failed=[f for s in parts for f in s.failed],
-        seconds=max(s.seconds for s in parts),
-        renamed=[r for s in parts for r in s.renamed],
-    )
+    values = {
+        f.name: max(getattr(s, f.name) for s in parts)
+        if f.name == "seconds"
+        else [x for s in parts for x in getattr(s, f.name)]
+        for f in dataclasses.fields(summary)
+    }
+    return type(summary)(**values)
 
 
 def _plan(

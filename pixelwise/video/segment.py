@@ -40,9 +40,9 @@ from tqdm import tqdm
 from .. import outputs
 from .._atomic import atomic_folder, atomic_path
 from ..engine.checkpoint import ModelMeta
-from ..engine.distributed import DistContext, all_gather_objects, current_context, shard
+from ..engine.distributed import current_context, shard
 from ..engine.guard import remove_stale_temp_files, terminate_as_interrupt
-from ..engine.predict import expand_inputs, output_names
+from ..engine.predict import expand_inputs, gathered, output_names
 from ..engine.predictor import Segmenter
 from ..engine.visualize import mask_image, overlay_with_inset_legend
 from ..errors import PixelwiseError, first_line
@@ -371,18 +371,4 @@ def predict_videos(
             if name != path.stem:
                 summary.renamed.append((path, name))
     summary.seconds = time.perf_counter() - t0
-    return _gathered(summary, ctx)
-
-
-def _gathered(summary: VideoSummary, ctx: DistContext) -> VideoSummary:
-    """Every process's summary in one (rank order); the run took as long as its slowest process."""
-    if not ctx.enabled:
-        return summary
-    parts = all_gather_objects(summary)
-    return VideoSummary(
-        written=[r for s in parts for r in s.written],
-        skipped=[p for s in parts for p in s.skipped],
-        failed=[f for s in parts for f in s.failed],
-        renamed=[r for s in parts for r in s.renamed],
-        seconds=max(s.seconds for s in parts),
-    )
+    return gathered(summary, ctx)
