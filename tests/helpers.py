@@ -80,3 +80,33 @@ def segment_scope(headers: list[tuple[bytes, bytes]]) -> dict:
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }
+
+
+COLORS = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
+
+
+def three_class_meta(arch: str = "unet", **kwargs):  # noqa: ANN003, ANN201
+    """ModelMeta of a 3-class RGB model (bg, red, green in COLORS), mean 0.5 / std 0.25."""
+    from pixelwise.engine.checkpoint import ModelMeta
+
+    return ModelMeta(
+        arch=arch,
+        num_classes=3,
+        in_channels=3,
+        class_names=["bg", "red", "green"],
+        colors=COLORS,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        model_kwargs=kwargs,
+    )
+
+
+def pixel_segmenter():  # noqa: ANN201
+    """A Segmenter of a seeded per-pixel model (a 1×1 convolution) with :func:`three_class_meta`."""
+    import torch
+    from torch import nn
+
+    from pixelwise.engine.predictor import Segmenter
+
+    torch.manual_seed(0)
+    return Segmenter(nn.Conv2d(3, 3, 1).eval(), three_class_meta(), device="cpu")

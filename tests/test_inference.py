@@ -11,31 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import three_class_meta
 from PIL import Image
 from torch import nn
 
 import pixelwise
 from pixelwise.engine import Segmenter, predict_files
-from pixelwise.engine.checkpoint import ModelMeta, save_checkpoint
+from pixelwise.engine.checkpoint import save_checkpoint
 from pixelwise.engine.tiling import TileConfig
 from pixelwise.engine.tta import TTAConfig
 from pixelwise.errors import PixelwiseError
 
 ROOT = Path(__file__).resolve().parents[1]
-COLORS = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
-
-
-def _meta(arch: str = "unet", **kwargs) -> ModelMeta:  # noqa: ANN003
-    return ModelMeta(
-        arch=arch,
-        num_classes=3,
-        in_channels=3,
-        class_names=["bg", "red", "green"],
-        colors=COLORS,
-        mean=[0.5] * 3,
-        std=[0.25] * 3,
-        model_kwargs=kwargs,
-    )
 
 
 def _pixel_model() -> nn.Module:
@@ -49,7 +36,9 @@ def _checkpoint(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     model = pixelwise.create_model("unet", num_classes=3, in_channels=3, **kwargs).eval()
     path = tmp_path / "tiny.ckpt"
-    save_checkpoint(path, {"meta": _meta(**kwargs).to_dict(), "model": model.state_dict()})
+    save_checkpoint(
+        path, {"meta": three_class_meta(**kwargs).to_dict(), "model": model.state_dict()}
+    )
     return path
 
 
@@ -70,10 +59,12 @@ def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("blend", ["gaussian", "linear", "uniform"])
 def test_sliding_windows_equal_whole_image_for_a_per_pixel_model(blend: str) -> None:
     image = _image(97, 131)
-    whole = Segmenter(_pixel_model(), _meta(), device="cpu", tiling=TileConfig(mode="whole"))
+    whole = Segmenter(
+        _pixel_model(), three_class_meta(), device="cpu", tiling=TileConfig(mode="whole")
+    )
     slide = Segmenter(
         _pixel_model(),
-        _meta(),
+        three_class_meta(),
         device="cpu",
         tiling=TileConfig(mode="slide", window=32, overlap=0.5, blend=blend),
     )
@@ -98,7 +89,7 @@ def test_streamed_labels_for_an_image_too_large_for_full_logits(monkeypatch) -> 
 
     image = _image(80, 96)
     seg = Segmenter(
-        _pixel_model(), _meta(), device="cpu", tiling=TileConfig(mode="slide", window=32)
+        _pixel_model(), three_class_meta(), device="cpu", tiling=TileConfig(mode="slide", window=32)
     )
     expected = seg.predict(image)
     monkeypatch.setattr(predictor, "FULL_LOGITS_BYTES", 1000)  # now "too large" to hold
@@ -110,9 +101,9 @@ def test_streamed_labels_for_an_image_too_large_for_full_logits(monkeypatch) -> 
 
 def test_tta_without_augmentations_is_the_plain_prediction() -> None:
     image = _image(40, 52)
-    plain = Segmenter(_pixel_model(), _meta(), device="cpu")
+    plain = Segmenter(_pixel_model(), three_class_meta(), device="cpu")
     ident = Segmenter(
-        _pixel_model(), _meta(), device="cpu", tta=TTAConfig(flip=False, scales=(1.0,))
+        _pixel_model(), three_class_meta(), device="cpu", tta=TTAConfig(flip=False, scales=(1.0,))
     )
     np.testing.assert_allclose(plain.predict_proba(image), ident.predict_proba(image), atol=1e-5)
 
@@ -121,8 +112,10 @@ def test_flip_tta_averages_the_flipped_prediction() -> None:
     torch.manual_seed(1)
     model = nn.Conv2d(3, 3, (1, 5), padding=(0, 2)).eval()  # not flip-invariant
     image = _image(24, 30)
-    plain = Segmenter(model, _meta(), device="cpu")
-    tta = Segmenter(model, _meta(), device="cpu", tta=TTAConfig(flip=True, scales=(1.0,)))
+    plain = Segmenter(model, three_class_meta(), device="cpu")
+    tta = Segmenter(
+        model, three_class_meta(), device="cpu", tta=TTAConfig(flip=True, scales=(1.0,))
+    )
     p = plain.predict_proba(image)
     p_flip = plain.predict_proba(np.ascontiguousarray(image[:, ::-1]))[:, :, ::-1]
     np.testing.assert_allclose(tta.predict_proba(image), (p + p_flip) / 2, atol=1e-5)
@@ -130,7 +123,7 @@ def test_flip_tta_averages_the_flipped_prediction() -> None:
 
 
 def test_segment_batch_equals_one_by_one() -> None:
-    seg = pixelwise.Segmenter(_pixel_model(), _meta(), device="cpu")
+    seg = pixelwise.Segmenter(_pixel_model(), three_class_meta(), device="cpu")
     images = [_image(20, 28, seed=i) for i in range(3)] + [_image(16, 16, seed=9)]
     batch = seg.segment_batch(images, probs=True)
     for im, pred in zip(images, batch, strict=True):
@@ -151,7 +144,7 @@ def _folder(tmp_path: Path, n: int = 3) -> Path:
 
 
 def test_predict_files_batches_resumes_and_overwrites(tmp_path: Path) -> None:
-    seg = Segmenter(_pixel_model(), _meta(), device="cpu")
+    seg = Segmenter(_pixel_model(), three_class_meta(), device="cpu")
     src, out = _folder(tmp_path), tmp_path / "out"
     first = predict_files(seg, [str(src)], out, batch_size=2, num_workers=0, progress=False)
     assert [p.name for p in first.written] == ["img0.png", "img1.png", "img2.png"]
@@ -169,7 +162,7 @@ def test_predict_files_batches_resumes_and_overwrites(tmp_path: Path) -> None:
 
 
 def test_predict_files_with_worker_processes_and_a_broken_image(tmp_path: Path) -> None:
-    seg = Segmenter(_pixel_model(), _meta(), device="cpu")
+    seg = Segmenter(_pixel_model(), three_class_meta(), device="cpu")
     src = _folder(tmp_path, n=2)
     (src / "broken.png").write_bytes(b"not a png")
     summary = predict_files(seg, [str(src)], tmp_path / "out", num_workers=2, progress=False)
@@ -183,7 +176,7 @@ def test_tiff_in_tiff_out_and_geotiff_lines_up(tmp_path: Path) -> None:
     from rasterio.transform import from_origin
 
     seg = Segmenter(
-        _pixel_model(), _meta(), device="cpu", tiling=TileConfig(mode="slide", window=32)
+        _pixel_model(), three_class_meta(), device="cpu", tiling=TileConfig(mode="slide", window=32)
     )
     image = _image(70, 90)
     src = tmp_path / "in"
@@ -217,10 +210,10 @@ def test_evaluate_with_tta_and_sliding_windows_reports_them(synth) -> None:  # n
     data = synth.paired({f"m{i}": _mask(40, 56, i) for i in range(3)})
     spec = pixelwise.load_dataset_spec(data)
     assert spec.num_classes == 3
-    plain = Segmenter(_pixel_model(), _meta(), device="cpu")
+    plain = Segmenter(_pixel_model(), three_class_meta(), device="cpu")
     slide = Segmenter(
         _pixel_model(),
-        _meta(),
+        three_class_meta(),
         device="cpu",
         tiling=TileConfig(mode="slide", window=32),
         tta=TTAConfig(flip=False, scales=(1.0,)),
@@ -314,7 +307,7 @@ def test_evaluate_json_records_tta(tmp_path: Path, synth) -> None:  # noqa: ANN0
 
 
 def test_predict_files_writes_the_region_summary(tmp_path: Path) -> None:
-    seg = Segmenter(_pixel_model(), _meta(), device="cpu")
+    seg = Segmenter(_pixel_model(), three_class_meta(), device="cpu")
     src = _folder(tmp_path, n=1)
     predict_files(seg, [str(src)], tmp_path / "out", regions=True, num_workers=0, progress=False)
     summary = json.loads((tmp_path / "out" / "img0_regions.json").read_text())

@@ -15,35 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import pixel_segmenter, three_class_meta
 from PIL import Image
-from torch import nn
 
 import pixelwise
 from pixelwise.engine import Segmenter, predict_files
-from pixelwise.engine.checkpoint import ModelMeta, save_checkpoint
+from pixelwise.engine.checkpoint import save_checkpoint
 from pixelwise.engine.demo import segment_demo
 from pixelwise.engine.predict import output_names
 
 ROOT = Path(__file__).resolve().parents[1]
 PREDICT_FILES = (".png", "_overlay.png", "_probs.npy", "_regions.json")
-
-
-def _meta(**kwargs) -> ModelMeta:  # noqa: ANN003
-    return ModelMeta(
-        arch="unet",
-        num_classes=3,
-        in_channels=3,
-        class_names=["bg", "red", "green"],
-        colors=[[0, 0, 0], [255, 0, 0], [0, 255, 0]],
-        mean=[0.5] * 3,
-        std=[0.25] * 3,
-        model_kwargs=kwargs,
-    )
-
-
-def _segmenter() -> Segmenter:
-    torch.manual_seed(0)
-    return Segmenter(nn.Conv2d(3, 3, 1).eval(), _meta(), device="cpu")
 
 
 def _image(seed: int, h: int = 12, w: int = 16) -> np.ndarray:
@@ -131,7 +113,7 @@ def test_same_stems_and_an_overlay_named_input_all_get_their_own_outputs(tmp_pat
     images = {"a.png": 0, "a.jpg": 1, "x.png": 2, "x_overlay.png": 3, "b.png": 4}
     for name, seed in images.items():
         _save(src / name, seed)
-    seg = _segmenter()
+    seg = pixel_segmenter()
     before = signal.getsignal(signal.SIGTERM)
     summary = predict_files(
         seg, [str(src)], out, probs=True, regions=True, num_workers=0, progress=False
@@ -159,7 +141,7 @@ def test_predict_into_the_input_folder_never_replaces_an_input(tmp_path: Path) -
     _save(src / "img0_overlay.png", 5)  # would be img0's overlay under the stem rule
     photos = {p.name: p.read_bytes() for p in src.iterdir()}
     summary = predict_files(
-        _segmenter(), [str(src)], src, overwrite=True, num_workers=0, progress=False
+        pixel_segmenter(), [str(src)], src, overwrite=True, num_workers=0, progress=False
     )
     assert len(summary.written) == 3 and not summary.failed
     for name, data in photos.items():
@@ -176,7 +158,7 @@ def test_an_input_linked_into_the_output_folder_is_refused_not_replaced(tmp_path
     (tmp_path / "links").mkdir()
     os.symlink(photo, tmp_path / "links" / "a.png")  # given as links/a.png: its mask is out/a.png
     summary = predict_files(
-        _segmenter(), [str(tmp_path / "links")], out, overwrite=True, num_workers=0,
+        pixel_segmenter(), [str(tmp_path / "links")], out, overwrite=True, num_workers=0,
         progress=False,
     )  # fmt: skip
     assert not summary.written
@@ -189,7 +171,7 @@ def test_the_demo_names_outputs_by_the_same_rule(tmp_path: Path) -> None:
     b = _save(tmp_path / "y" / "img.png", 1)
     c = _save(tmp_path / "x" / "contact_sheet.jpg", 2)  # its mask would be the contact sheet
     out = tmp_path / "demo"
-    result = segment_demo(_segmenter(), [c, b, a], out, samples=False)
+    result = segment_demo(pixel_segmenter(), [c, b, a], out, samples=False)
     assert {i.source.name + " " + i.name for i in result.images} == {
         "img.png x_img.png", "img.png y_img.png", "contact_sheet.jpg contact_sheet.jpg"
     }  # fmt: skip
@@ -218,7 +200,7 @@ def test_a_new_run_removes_the_temporary_files_a_killed_run_left(tmp_path: Path)
     for name in stale + mine:
         (out / name).write_bytes(b"half a file")
     (out / ".img1_overlay.png.abcdefgh.tmp").mkdir()  # a folder: never removed
-    summary = predict_files(_segmenter(), [str(src)], out, num_workers=0, progress=False)
+    summary = predict_files(pixel_segmenter(), [str(src)], out, num_workers=0, progress=False)
     assert len(summary.written) == 2
     assert _temp_files(out) == sorted([*mine, ".img1_overlay.png.abcdefgh.tmp"])
 
@@ -252,7 +234,9 @@ def test_sigterm_mid_write_leaves_no_temporary_file_and_a_rerun_finishes(tmp_pat
     torch.manual_seed(0)
     model = pixelwise.create_model("unet", num_classes=3, in_channels=3, **kwargs).eval()
     ckpt = tmp_path / "tiny.ckpt"
-    save_checkpoint(ckpt, {"meta": _meta(**kwargs).to_dict(), "model": model.state_dict()})
+    save_checkpoint(
+        ckpt, {"meta": three_class_meta(**kwargs).to_dict(), "model": model.state_dict()}
+    )
     args = ["predict", str(src), "--out", str(out), "--model", str(ckpt), "--workers", "0"]
     args += ["--batch-size", "1", "--quiet", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

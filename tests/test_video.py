@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import COLORS, pixel_segmenter, three_class_meta
 from PIL import Image
-from torch import nn
 
 import pixelwise
 from pixelwise.engine import Segmenter
-from pixelwise.engine.checkpoint import ModelMeta, save_checkpoint
+from pixelwise.engine.checkpoint import save_checkpoint
 from pixelwise.engine.visualize import blend, overlay_with_inset_legend
 from pixelwise.errors import PixelwiseError
 from pixelwise.video import (
@@ -39,25 +39,6 @@ from pixelwise.video.temporal import flicker_counts
 av = pytest.importorskip("av")
 
 ROOT = Path(__file__).resolve().parents[1]
-COLORS = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
-
-
-def _meta(**kwargs) -> ModelMeta:  # noqa: ANN003
-    return ModelMeta(
-        arch="unet",
-        num_classes=3,
-        in_channels=3,
-        class_names=["bg", "red", "green"],
-        colors=COLORS,
-        mean=[0.5] * 3,
-        std=[0.25] * 3,
-        model_kwargs=kwargs,
-    )
-
-
-def _segmenter() -> Segmenter:
-    torch.manual_seed(0)
-    return Segmenter(nn.Conv2d(3, 3, 1).eval(), _meta(), device="cpu")
 
 
 def _frames(n: int, h: int, w: int) -> list[np.ndarray]:
@@ -128,7 +109,7 @@ def test_output_videos_keep_the_frame_count_rate_and_size(
 ) -> None:
     src = _write(tmp_path / name, _frames(12, *size), fps, codec)
     result = write_segmented_video(
-        _segmenter(), src, tmp_path / "out", masks="video", batch_size=5, progress=False
+        pixel_segmenter(), src, tmp_path / "out", masks="video", batch_size=5, progress=False
     )
     stem = Path(name).stem
     assert result.outputs == [
@@ -146,7 +127,7 @@ def test_png_masks_are_the_segmenters_labels_of_each_decoded_frame(
     tmp_path: Path, batch_size: int
 ) -> None:
     src = _write(tmp_path / "clip.mp4", _frames(12, 48, 64))
-    seg = _segmenter()
+    seg = pixel_segmenter()
     write_segmented_video(
         seg, src, tmp_path / "out", masks="png", batch_size=batch_size, progress=False
     )
@@ -166,7 +147,7 @@ def test_png_masks_are_the_segmenters_labels_of_each_decoded_frame(
 
 def test_the_overlay_video_shows_each_frame_blended_with_an_inset_legend(tmp_path: Path) -> None:
     src = _write(tmp_path / "clip.mp4", _frames(6, 96, 128))
-    seg = _segmenter()
+    seg = pixel_segmenter()
     result = write_segmented_video(seg, src, tmp_path, progress=False)
     with open_video(src) as a, open_video(result.outputs[0]) as b:
         pairs = list(zip(a, b, strict=True))
@@ -213,7 +194,9 @@ def test_an_interrupted_run_leaves_no_output_and_a_rerun_finishes(
 
     monkeypatch.setattr(Segmenter, "segment_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        predict_videos(_segmenter(), [str(src)], out, masks="png", batch_size=4, progress=False)
+        predict_videos(
+            pixel_segmenter(), [str(src)], out, masks="png", batch_size=4, progress=False
+        )
     assert calls == [4, 4]
     assert sorted(p.name for p in out.iterdir()) == []  # no final file, no temporary file
     monkeypatch.setattr(Segmenter, "segment_batch", real)
@@ -225,20 +208,20 @@ def test_an_interrupted_run_leaves_no_output_and_a_rerun_finishes(
     (out / ".clip_masks.q1w2e3r4.tmp").mkdir()
     (out / ".clip_masks.q1w2e3r4.tmp" / "000000.png").write_bytes(b"a frame")
     (out / ".notes.txt.abcdefgh.tmp").write_bytes(b"not this run's")
-    summary = predict_videos(_segmenter(), [str(src)], out, masks="png", progress=False)
+    summary = predict_videos(pixel_segmenter(), [str(src)], out, masks="png", progress=False)
     assert summary.failed == [] and summary.frames == 12
     assert _leftovers(out) == [".notes.txt.abcdefgh.tmp"]
     assert _probe(out / "clip_overlay.mp4")[0] == 12
     assert len(list((out / "clip_masks").iterdir())) == 12
 
-    again = predict_videos(_segmenter(), [str(src)], out, masks="png", progress=False)
+    again = predict_videos(pixel_segmenter(), [str(src)], out, masks="png", progress=False)
     assert again.skipped == [src] and again.written == []  # all outputs there: skipped
-    more = predict_videos(_segmenter(), [str(src)], out, masks="video", progress=False)
+    more = predict_videos(pixel_segmenter(), [str(src)], out, masks="video", progress=False)
     assert [r.source for r in more.written] == [src]  # the mask video was missing: redone
     assert (out / "clip_mask.mp4").is_file() and len(list((out / "clip_masks").iterdir())) == 12
     (out / "clip_masks" / "extra.png").write_bytes(b"not of this run")
     redo = predict_videos(
-        _segmenter(), [str(src)], out, masks="png", overwrite=True, progress=False
+        pixel_segmenter(), [str(src)], out, masks="png", overwrite=True, progress=False
     )
     assert redo.frames == 12  # the masks folder is replaced whole, not merged
     assert sorted(p.name for p in (out / "clip_masks").iterdir()) == [
@@ -253,7 +236,7 @@ def test_a_failed_video_is_reported_and_the_others_are_written(tmp_path: Path) -
     bad = tmp_path / "b.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(300))
     summary = predict_videos(
-        _segmenter(), [str(good), str(bad), str(other), str(tmp_path / "c.webm")], tmp_path / "out",
+        pixel_segmenter(), [str(good), str(bad), str(other), str(tmp_path / "c.webm")], tmp_path / "out",
         progress=False,
     )  # fmt: skip
     assert [r.frames for r in summary.written] == [5, 5]
@@ -317,7 +300,9 @@ def test_the_command_line_writes_videos_and_images_and_reports_bad_ones(tmp_path
     torch.manual_seed(0)
     model = pixelwise.create_model("unet", num_classes=3, in_channels=3, **kwargs).eval()
     ckpt = tmp_path / "tiny.ckpt"
-    save_checkpoint(ckpt, {"meta": _meta(**kwargs).to_dict(), "model": model.state_dict()})
+    save_checkpoint(
+        ckpt, {"meta": three_class_meta(**kwargs).to_dict(), "model": model.state_dict()}
+    )
     clip = _write(tmp_path / "clip.webm", _frames(8, 32, 48), codec="libvpx-vp9")
     Image.fromarray(_frames(1, 32, 48)[0]).save(tmp_path / "still.png")
     (tmp_path / "broken.mov").write_bytes(b"garbage" * 50)
@@ -357,7 +342,7 @@ def test_the_command_line_writes_videos_and_images_and_reports_bad_ones(tmp_path
 def test_frames_are_decoded_lazily_with_a_bounded_read_ahead(tmp_path: Path) -> None:
     src = _write(tmp_path / "long.mp4", _frames(300, 32, 32))
     reader = VideoReader(src, prefetch=2)
-    frames = segment_video(_segmenter(), reader, batch_size=2)
+    frames = segment_video(pixel_segmenter(), reader, batch_size=2)
     first = list(itertools.islice(frames, 2))
     assert [f.index for f in first] == [0, 1]
     # the batch taken (2), the queue (2) and one frame waiting to be queued: at most 5 of 300
@@ -365,12 +350,12 @@ def test_frames_are_decoded_lazily_with_a_bounded_read_ahead(tmp_path: Path) -> 
     frames.close()  # stops the decoding thread and closes the file
     assert reader._thread is not None and not reader._thread.is_alive()
     assert reader.frames_decoded <= 5
-    assert sum(1 for _ in segment_video(_segmenter(), src, batch_size=8)) == 300
+    assert sum(1 for _ in segment_video(pixel_segmenter(), src, batch_size=8)) == 300
 
 
 def test_segment_video_yields_probabilities_and_alpha_zero_changes_nothing(tmp_path: Path) -> None:
     src = _write(tmp_path / "clip.mp4", _frames(6, 32, 48))
-    seg = _segmenter()
+    seg = pixel_segmenter()
     plain = list(segment_video(seg, src, probs=True))
     still = list(segment_video(seg, src, temporal=TemporalEMA(0.0), probs=True))
     for a, b in zip(plain, still, strict=True):
