@@ -66,9 +66,10 @@ there first. ``--resume`` reuses a finished conversion + preprocessing and a fin
 interrupted training is started again (nnU-Net only writes ``checkpoint_latest.pth`` every 50
 epochs).
 
-Usage (in its own venv, ``.venv-nnunet``: ``pip install torch==2.14.1 nnunetv2 -e .``)::
+Usage, in its own venv (``python3 -m venv .venv-nnunet && .venv-nnunet/bin/pip install
+torch==2.14.1 torchvision==0.29.1 nnunetv2 -e .``)::
 
-    nice -n 19 .venv-nnunet/bin/python bench/nnunet_membrane.py            # 10.6 minutes
+    .venv-nnunet/bin/python bench/nnunet_membrane.py            # 10.6 minutes
     .venv-nnunet/bin/python bench/nnunet_membrane.py --minutes 1.5 \\
         --work /tmp/nnunet_smoke --out /tmp/nnunet_smoke.json             # a smoke run
 """
