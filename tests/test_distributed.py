@@ -217,7 +217,7 @@ def test_gathered_summary_merges_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
         predict_mod.PredictSummary(written=[Path("b.png")], failed=[("c", "bad")], seconds=3.0),
     ]
     monkeypatch.setattr(predict_mod, "all_gather_objects", lambda obj: parts)
-    s = predict_mod._gathered(parts[0], DistContext(0, 2, 0, "gloo"))
+    s = predict_mod.gathered(parts[0], DistContext(0, 2, 0, "gloo"))
     assert [p.name for p in s.written] == ["a.png", "b.png"]
     assert s.failed == [("c", "bad")] and s.seconds == 3.0
     assert s.images_per_second == pytest.approx(2 / 3)
