@@ -110,3 +110,20 @@ def pixel_segmenter():  # noqa: ANN201
 
     torch.manual_seed(0)
     return Segmenter(nn.Conv2d(3, 3, 1).eval(), three_class_meta(), device="cpu")
+
+
+def tiny_unet_checkpoint(folder: Path) -> Path:
+    """``folder/tiny.ckpt``: a seeded 3-class U-Net (base 4, depth 2) with :func:`three_class_meta`."""
+    import torch
+
+    import pixelwise
+    from pixelwise.engine.checkpoint import save_checkpoint
+
+    kwargs = {"base_channels": 4, "depth": 2}
+    torch.manual_seed(0)
+    model = pixelwise.create_model("unet", num_classes=3, in_channels=3, **kwargs).eval()
+    path = folder / "tiny.ckpt"
+    save_checkpoint(
+        path, {"meta": three_class_meta(**kwargs).to_dict(), "model": model.state_dict()}
+    )
+    return path

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import three_class_meta
+from helpers import three_class_meta, tiny_unet_checkpoint
 from PIL import Image
 from torch import nn
 
 import pixelwise
 from pixelwise.engine import Segmenter, predict_files
-from pixelwise.engine.checkpoint import save_checkpoint
 from pixelwise.engine.tiling import TileConfig
 from pixelwise.engine.tta import TTAConfig
 from pixelwise.errors import PixelwiseError
@@ -29,17 +28,6 @@ def _pixel_model() -> nn.Module:
     """A per-pixel model (1×1 conv): every window gives a pixel the same logits."""
     torch.manual_seed(0)
     return nn.Conv2d(3, 3, 1).eval()
-
-
-def _checkpoint(tmp_path: Path) -> Path:
-    kwargs = {"base_channels": 4, "depth": 2}
-    torch.manual_seed(0)
-    model = pixelwise.create_model("unet", num_classes=3, in_channels=3, **kwargs).eval()
-    path = tmp_path / "tiny.ckpt"
-    save_checkpoint(
-        path, {"meta": three_class_meta(**kwargs).to_dict(), "model": model.state_dict()}
-    )
-    return path
 
 
 def _mask(h: int, w: int, seed: int) -> np.ndarray:
@@ -240,7 +228,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_predict_with_tta_tiling_and_resume(tmp_path: Path) -> None:
-    ckpt = _checkpoint(tmp_path)
+    ckpt = tiny_unet_checkpoint(tmp_path)
     src = _folder(tmp_path, n=2)
     out = tmp_path / "out"
     args = ["predict", str(src), "--model", str(ckpt), "--out", str(out), "--quiet"]
@@ -264,7 +252,7 @@ def test_cli_predict_with_tta_tiling_and_resume(tmp_path: Path) -> None:
 def test_cli_bad_inference_options_are_one_line(
     tmp_path: Path, option: str, value: str, message: str
 ) -> None:
-    ckpt = _checkpoint(tmp_path)
+    ckpt = tiny_unet_checkpoint(tmp_path)
     src = _folder(tmp_path, n=1)
     r = _cli(
         "predict",
@@ -283,7 +271,7 @@ def test_cli_bad_inference_options_are_one_line(
 
 
 def test_evaluate_json_records_tta(tmp_path: Path, synth) -> None:  # noqa: ANN001
-    ckpt = _checkpoint(tmp_path)
+    ckpt = tiny_unet_checkpoint(tmp_path)
     data = synth.paired({f"m{i}": _mask(32, 40, i) for i in range(2)})
     report = tmp_path / "r.json"
     r = _cli(
@@ -323,7 +311,7 @@ def test_predict_files_writes_the_region_summary(tmp_path: Path) -> None:
 def test_cli_export_then_predict_and_evaluate_with_the_onnx_file(tmp_path: Path, synth) -> None:  # noqa: ANN001
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    ckpt = _checkpoint(tmp_path)
+    ckpt = tiny_unet_checkpoint(tmp_path)
     onnx_path = tmp_path / "tiny.onnx"
     r = _cli("export", "--model", str(ckpt), "--format", "onnx", "--out", str(onnx_path))
     assert r.returncode == 0, r.stderr

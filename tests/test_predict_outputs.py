@@ -14,13 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from helpers import pixel_segmenter, three_class_meta
+from helpers import pixel_segmenter, tiny_unet_checkpoint
 from PIL import Image
 
-import pixelwise
 from pixelwise.engine import Segmenter, predict_files
-from pixelwise.engine.checkpoint import save_checkpoint
 from pixelwise.engine.demo import segment_demo
 from pixelwise.engine.predict import output_names
 
@@ -230,13 +227,7 @@ def test_sigterm_mid_write_leaves_no_temporary_file_and_a_rerun_finishes(tmp_pat
     src, out, marker = tmp_path / "in", tmp_path / "out", tmp_path / "writing"
     for i in range(3):
         _save(src / f"img{i}.png", i)
-    kwargs = {"base_channels": 4, "depth": 2}
-    torch.manual_seed(0)
-    model = pixelwise.create_model("unet", num_classes=3, in_channels=3, **kwargs).eval()
-    ckpt = tmp_path / "tiny.ckpt"
-    save_checkpoint(
-        ckpt, {"meta": three_class_meta(**kwargs).to_dict(), "model": model.state_dict()}
-    )
+    ckpt = tiny_unet_checkpoint(tmp_path)
     args = ["predict", str(src), "--out", str(out), "--model", str(ckpt), "--workers", "0"]
     args += ["--batch-size", "1", "--quiet", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

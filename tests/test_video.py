@@ -14,13 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from helpers import COLORS, pixel_segmenter, three_class_meta
+from helpers import COLORS, pixel_segmenter, tiny_unet_checkpoint
 from PIL import Image
 
-import pixelwise
 from pixelwise.engine import Segmenter
-from pixelwise.engine.checkpoint import save_checkpoint
 from pixelwise.engine.visualize import blend, overlay_with_inset_legend
 from pixelwise.errors import PixelwiseError
 from pixelwise.video import (
@@ -296,13 +293,7 @@ def test_without_pyav_the_error_says_how_to_install_it(
 
 
 def test_the_command_line_writes_videos_and_images_and_reports_bad_ones(tmp_path: Path) -> None:
-    kwargs = {"base_channels": 4, "depth": 2}
-    torch.manual_seed(0)
-    model = pixelwise.create_model("unet", num_classes=3, in_channels=3, **kwargs).eval()
-    ckpt = tmp_path / "tiny.ckpt"
-    save_checkpoint(
-        ckpt, {"meta": three_class_meta(**kwargs).to_dict(), "model": model.state_dict()}
-    )
+    ckpt = tiny_unet_checkpoint(tmp_path)
     clip = _write(tmp_path / "clip.webm", _frames(8, 32, 48), codec="libvpx-vp9")
     Image.fromarray(_frames(1, 32, 48)[0]).save(tmp_path / "still.png")
     (tmp_path / "broken.mov").write_bytes(b"garbage" * 50)
