@@ -22,6 +22,28 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CONFIGS = ROOT / "configs"
 
 
+@pytest.fixture
+def chrome() -> Iterator[object]:
+    """A headless Chromium driven by Selenium (browser tests), or skip saying what is missing."""
+    from helpers import browser_paths
+
+    binary, driver_path = browser_paths()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1400,900")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """One intra-op thread for a module of small CPU convolutions: on a 2-core machine that is

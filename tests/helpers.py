@@ -127,3 +127,83 @@ def tiny_unet_checkpoint(folder: Path) -> Path:
         path, {"meta": three_class_meta(**kwargs).to_dict(), "model": model.state_dict()}
     )
     return path
+
+
+CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def browser_paths() -> tuple[str, str]:
+    """(browser binary, chromedriver) for the browser tests, or skip saying what is missing."""
+    import shutil
+
+    import pytest
+
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        pytest.skip("no browser test: selenium is not installed (pip install selenium)")
+    binary = next((p for p in map(shutil.which, CHROMIUMS) if p), None)
+    driver = shutil.which("chromedriver")
+    if binary is None or driver is None:
+        missing = " and ".join(
+            n for n, p in (("chromium", binary), ("chromedriver", driver)) if p is None
+        )
+        pytest.skip(
+            f"no browser test: {missing} not found "
+            "(Debian: apt-get install chromium chromium-driver)"
+        )
+    return binary, driver
+
+
+def serve_in_thread(app):  # noqa: ANN001, ANN201 - an ASGI app; yields its URL
+    """Run ``app`` with uvicorn on a free loopback port in a thread; a generator yielding
+    ``http://127.0.0.1:<port>/`` once it accepts connections, stopping the server after."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    end = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > end:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def colour_segmenter():  # noqa: ANN201 - a Segmenter
+    """A Segmenter classing by colour: black → bg, red → red, green → green (a 1×1 conv)."""
+    import torch
+    from torch import nn
+
+    from pixelwise.engine import Segmenter
+    from pixelwise.engine.checkpoint import ModelMeta
+
+    conv = nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.copy_(torch.tensor([0.5, 0.0, 0.0]))
+        conv.weight[1, 0] = 1.0
+        conv.weight[2, 1] = 1.0
+    meta = ModelMeta(
+        arch="unet",
+        num_classes=3,
+        in_channels=3,
+        class_names=["bg", "red", "green"],
+        colors=[[0, 0, 0], [255, 0, 0], [0, 255, 0]],
+        mean=[0.0] * 3,
+        std=[1.0] * 3,
+    )
+    return Segmenter(conv, meta, device="cpu")

@@ -7,106 +7,25 @@ Needs Chromium and its driver (Debian: ``apt-get install chromium chromium-drive
 
 from __future__ import annotations
 
-import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from torch import nn
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
-from pixelwise.engine import Segmenter  # noqa: E402
-from pixelwise.engine.checkpoint import ModelMeta  # noqa: E402
+from helpers import colour_segmenter, serve_in_thread  # noqa: E402
+
 from pixelwise.serve import ServeSettings, create_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-
-
-def _browser() -> tuple[str, str]:
-    """(browser binary, chromedriver) or skip with what is missing."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        pytest.skip("no browser test: selenium is not installed (pip install selenium)")
-    binary = next((p for p in map(shutil.which, CHROMIUMS) if p), None)
-    driver = shutil.which("chromedriver")
-    if binary is None or driver is None:
-        missing = " and ".join(
-            n for n, p in (("chromium", binary), ("chromedriver", driver)) if p is None
-        )
-        pytest.skip(
-            f"no browser test: {missing} not found "
-            "(Debian: apt-get install chromium chromium-driver)"
-        )
-    return binary, driver
-
-
-def _segmenter() -> Segmenter:
-    """Class by colour: black → bg, red → red, green → green."""
-    conv = nn.Conv2d(3, 3, 1)
-    with torch.no_grad():
-        conv.weight.zero_()
-        conv.bias.copy_(torch.tensor([0.5, 0.0, 0.0]))
-        conv.weight[1, 0] = 1.0
-        conv.weight[2, 1] = 1.0
-    meta = ModelMeta(
-        arch="unet",
-        num_classes=3,
-        in_channels=3,
-        class_names=["bg", "red", "green"],
-        colors=[[0, 0, 0], [255, 0, 0], [0, 255, 0]],
-        mean=[0.0] * 3,
-        std=[1.0] * 3,
-    )
-    return Segmenter(conv, meta, device="cpu")
-
 
 def _serve(settings: ServeSettings) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(_segmenter(), settings), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    end = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < end, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
-@pytest.fixture
-def chrome() -> Iterator[object]:
-    binary, driver_path = _browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    return serve_in_thread(create_app(colour_segmenter(), settings))
 
 
 @pytest.mark.parametrize("token", [None, "s3cret"], ids=["open", "token"])

@@ -174,8 +174,13 @@ def pair_folder(
     patterns: tuple[str, str],
     image_ext: Sequence[str] | None = None,
     mask_ext: Sequence[str] | None = None,
+    *,
+    unlabelled: bool = False,
 ) -> tuple[list[tuple[Path, Path | None]], list[str]]:
     """Pair the images of one folder with their masks by the rules of the module docstring.
+
+    ``unlabelled``: an image without a mask is a pair ``(image, None)`` rather than a problem (the
+    images still to label, for ``pixelwise annotate``).
 
     Returns:
         ``(image, mask)`` pairs (mask ``None`` without a mask folder) and the problems: broken links,
@@ -218,8 +223,8 @@ def pair_folder(
             continue
         found = by_id.get(hit["id"], [])
         used.update(found)
-        if len(found) == 1:
-            pairs.append((img, found[0]))
+        if len(found) == 1 or (unlabelled and not found):
+            pairs.append((img, found[0] if found else None))
             continue
         name = patterns[1].replace(ID, hit["id"])
         problems.append(

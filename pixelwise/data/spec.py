@@ -366,8 +366,12 @@ def _with_format_defaults(raw: dict[str, Any], where: str) -> dict[str, Any]:
     return {**defaults, **raw}
 
 
-def resolve_split(spec: DatasetSpec, name: str) -> tuple[list[Sample], list[str]]:
-    """The samples of a split, and the problems found while pairing them (e.g. a missing mask)."""
+def resolve_split(
+    spec: DatasetSpec, name: str, *, unlabelled: bool = False
+) -> tuple[list[Sample], list[str]]:
+    """The samples of a split, and the problems found while pairing them (e.g. a missing mask);
+    with ``unlabelled``, images of mask-folder splits without a mask are samples (mask ``None``)
+    rather than problems."""
     split = spec.split(name)
     if spec.format != "folders":
         from .formats import get_format
@@ -403,7 +407,12 @@ def resolve_split(spec: DatasetSpec, name: str) -> tuple[list[Sample], list[str]
     for i, folder in enumerate(images):
         mask_folder = root / masks[i] if masks is not None else None
         pairs, found = pair_folder(
-            root / folder, mask_folder, split.patterns(), split.image_ext, split.mask_ext
+            root / folder,
+            mask_folder,
+            split.patterns(),
+            split.image_ext,
+            split.mask_ext,
+            unlabelled=unlabelled,
         )
         problems += found
         rois = _roi_pairs(root, split, i, problems)

@@ -62,7 +62,7 @@ from .middleware import HEAD_FLAG, Auth, Head, HostCheck, Observe, error_respons
 from .schemas import ErrorBody, ModelList, SegmentResult, Status
 from .settings import ServeSettings
 
-__all__ = ["create_app"]
+__all__ = ["PAGE_HEADERS", "add_error_handlers", "create_app", "page_route", "png_bytes"]
 
 log = logging.getLogger("pixelwise.serve")
 
@@ -72,7 +72,7 @@ _PAGE_FILES = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-_PAGE_HEADERS = {
+PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
         "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
@@ -127,7 +127,7 @@ _SEGMENT_BODY = {
 }
 
 
-def _png(image: Any) -> bytes:
+def png_bytes(image: Any) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=1)  # fast; label maps compress well anyway
     return buf.getvalue()
@@ -149,9 +149,9 @@ def _summary(config: InferenceConfig) -> dict[str, Any]:
     return {"crf": bool(config.crf), "tta": config.tta is not None, "tile": config.tiling.mode}
 
 
-def _static_route(content: bytes, media_type: str) -> Callable[[], Any]:
+def page_route(content: bytes, media_type: str) -> Callable[[], Any]:
     async def page() -> Response:
-        return Response(content, media_type=media_type, headers=_PAGE_HEADERS)
+        return Response(content, media_type=media_type, headers=PAGE_HEADERS)
 
     return page
 
@@ -407,19 +407,19 @@ class _Service:
         colors, names = seg.colors, seg.class_names
         over = overlay_with_legend(image, labels, colors, names) if overlay else None
         if fmt == "png":
-            png = _png(over if over is not None else mask_image(labels, colors))
+            png = png_bytes(over if over is not None else mask_image(labels, colors))
             return Response(png, media_type="image/png")
         body = {"model": self.settings.model_name}
         body.update(regions_summary(labels, names, max_regions=self.settings.max_regions))
         if mask == "rle":
             body["mask"] = {"encoding": "rle", "data": labels_rle(labels, names)}
         else:
-            data = base64.b64encode(_png(mask_image(labels, colors))).decode("ascii")
+            data = base64.b64encode(png_bytes(mask_image(labels, colors))).decode("ascii")
             body["mask"] = {"encoding": "png_base64", "data": data}
         if over is not None:
             body["overlay"] = {
                 "encoding": "png_base64",
-                "data": base64.b64encode(_png(over)).decode("ascii"),
+                "data": base64.b64encode(png_bytes(over)).decode("ascii"),
             }
         body["inference"] = _summary(self._variant(options).config)
         return Response(
@@ -458,7 +458,7 @@ class _Service:
         }
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def add_error_handlers(app: FastAPI) -> None:
     """Every error answer is JSON ``{"error": "<one line>"}``."""
 
     @app.exception_handler(RequestError)
@@ -505,7 +505,7 @@ def create_app(
         lifespan=service.lifespan,
     )
     app.state.service = service
-    _add_error_handlers(app)
+    add_error_handlers(app)
 
     @app.post(
         "/v1/segment",
@@ -572,7 +572,7 @@ def create_app(
 
     static = resources.files(__package__) / "static"
     for path, (name, media_type) in _PAGE_FILES.items():
-        page = _static_route((static / name).read_bytes(), media_type)
+        page = page_route((static / name).read_bytes(), media_type)
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
 
     app.add_middleware(Auth, token=settings.token, public=_PUBLIC)  # innermost

@@ -44,7 +44,7 @@ _DecodeMemory = Annotated[
         "header); a request waits for room."
     ),
 ]
-_InsecureNoToken = Annotated[
+InsecureNoToken = Annotated[
     bool,
     typer.Option(
         "--insecure-no-token",
@@ -58,7 +58,7 @@ def _model_name(model: str) -> str:
     return Path(model).name if any(c in model for c in "/\\.") else model
 
 
-def _require_extra() -> None:
+def require_serve_extra() -> None:
     import importlib.util
 
     missing = [m for m in _SERVE_MODULES if importlib.util.find_spec(m) is None]
@@ -123,14 +123,14 @@ def serve_command(
     max_uploads_per_client: _UploadsPerClient = 8,
     upload_memory_mb: _UploadMemory = 256.0,
     decode_memory_mb: _DecodeMemory = 1024.0,
-    insecure_no_token: _InsecureNoToken = False,
+    insecure_no_token: InsecureNoToken = False,
     log_level: Annotated[
         str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug.")
     ] = "info",
 ) -> None:
     """Serve a model over HTTP: POST /v1/segment, GET /v1/models, /healthz, /readyz, /metrics,
     and a web page at /."""
-    _require_extra()
+    require_serve_extra()
     if not token and not is_loopback(host) and not insecure_no_token:
         raise PixelwiseError(
             f"--host {host} is not a loopback address and there is no token: set "
