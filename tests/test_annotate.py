@@ -313,3 +313,89 @@ def test_superpixels_cover_the_image_with_compact_ids(toy) -> None:  # noqa: ANN
     found = np.unique(ids)
     np.testing.assert_array_equal(found, np.arange(len(found)))
     assert 2 <= len(found) <= 64
+
+
+def test_saved_labels_form_a_dataset_to_retrain_on(vm) -> None:  # noqa: ANN001
+    from pixelwise.data.dataset import load_pair
+    from pixelwise.data.spec import resolve_split
+
+    spec, labels_dir = vm
+    store = LabelStore(spec, labels_dir)
+    labels = np.zeros((6, 8), np.uint8)
+    labels[2:4] = 1
+    labels[0] = IGNORE_INDEX
+    store.save(store.items[1], labels, NO_VERSION)
+    again = load_dataset_spec(labels_dir / "dataset.yaml")
+    assert again.class_names == ["bg", "fg"] and again.mask.encoding == "value_map"
+    samples, problems = resolve_split(again, "train")
+    assert problems == [] and [s.image.name for s in samples] == ["a1.png"]
+    image, back = load_pair(samples[0], again)
+    np.testing.assert_array_equal(back, labels)
+    assert image.shape == (6, 8, 3)
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ran(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """``uvicorn.run`` replaced: what ``pixelwise annotate`` would have served."""
+    import uvicorn
+
+    seen: dict = {}
+
+    def fake_run(app, **kwargs) -> None:  # noqa: ANN001, ANN003
+        seen.update(kwargs, app=app)
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    return seen
+
+
+def test_command_serves_the_dataset_and_prints_where(
+    toy, ran: dict, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:  # noqa: ANN001
+    from pixelwise.cli import main
+
+    spec, _ = toy
+    monkeypatch.chdir(tmp_path)
+    main(["annotate", str(spec.root)])
+    out = capsys.readouterr().out
+    assert "annotating 3 images of toy (index masks → pixelwise-labels/toy)" in out
+    assert "open http://127.0.0.1:8010/" in out and "#token=" not in out
+    assert ran["host"] == "127.0.0.1" and ran["port"] == 8010
+    store = ran["app"].state.annotate.store
+    assert store.labels_dir == Path("pixelwise-labels/toy")
+
+
+def test_command_beyond_loopback_makes_a_token(toy, ran: dict, capsys) -> None:  # noqa: ANN001
+    from pixelwise.cli import main
+
+    spec, labels = toy
+    main(["annotate", str(spec.root), "--labels", str(labels), "--host", "0.0.0.0"])
+    out = capsys.readouterr().out
+    token = out.split("#token=")[1].split()[0]
+    assert len(token) >= 20
+    with TestClient(ran["app"]) as client:
+        assert client.get("/api/items").status_code == 401
+        ok = client.get("/api/items", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--in-place", "--labels", "x"], "choose one place to save"),
+        (["--port", "0"], "--port 0"),
+        (["--uncertainty", "vibes"], "unknown uncertainty kind"),
+    ],
+)
+def test_command_errors_are_one_line(toy, ran: dict, capsys, extra: list[str], words: str) -> None:  # noqa: ANN001
+    from pixelwise.cli import main
+
+    spec, _ = toy
+    with pytest.raises(SystemExit) as exit_:
+        main(["annotate", str(spec.root), *extra])
+    assert exit_.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err and "Traceback" not in err
+    assert "app" not in ran

@@ -49,7 +49,7 @@ from ..errors import PixelwiseError, printable
 from ..serve.app import add_error_handlers, page_route, png_bytes
 from ..serve.limits import RequestError, read_upload
 from ..serve.middleware import Auth, Head, HostCheck, error_response
-from .active import image_uncertainty, uncertainty_map
+from .active import UNCERTAINTY_KINDS, image_uncertainty, uncertainty_map
 from .store import Conflict, Item, LabelStore
 
 __all__ = ["AnnotateSettings", "create_annotate_app"]
@@ -91,6 +91,10 @@ class AnnotateSettings:
     def __post_init__(self) -> None:
         if self.token == "":
             object.__setattr__(self, "token", None)
+        if self.uncertainty not in UNCERTAINTY_KINDS:
+            raise PixelwiseError(
+                f"unknown uncertainty kind {self.uncertainty!r}; use {', '.join(UNCERTAINTY_KINDS)}"
+            )
         if not 16 <= self.superpixels <= 20000:
             raise PixelwiseError(f"superpixels must be 16..20000, got {self.superpixels}")
 
@@ -194,7 +198,7 @@ class _App:
             "items": items,
             "order": self.order(),
             "ranking": {
-                "by": self.settings.uncertainty if self.segmenter is not None else None,
+                "by": self.settings.uncertainty if self.segmenter and self.settings.rank else None,
                 "scored": done,
                 "total": self.rank_total,
                 "error": self.rank_error,

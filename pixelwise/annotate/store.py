@@ -16,6 +16,9 @@ Two places to write:
 * the dataset itself (``--in-place``): the mask files the dataset already pairs with its images
   (format ``folders``); an image without one gets ``<its split's mask folder>/<image stem>.png``.
 
+In a labels folder, ``dataset.yaml`` and ``<split>.txt`` lists describe the labels saved so far as
+a dataset (:meth:`LabelStore.write_dataset`): ``pixelwise train`` or ``pixelwise auto`` retrain on it.
+
 The history lives in ``<labels>/.history/<item>/`` (in place: ``<dataset root>/.pixelwise-history``):
 ``log.jsonl`` (one JSON line per save: time, version, the version it replaced, changed pixels, the
 source) and every replaced version's file, ``<version>.png``.
@@ -146,6 +149,7 @@ class LabelStore:
             raise PixelwiseError(f"{spec.source}: no images to annotate")
         self._locks = [threading.Lock() for _ in self.items]
         self._sizes: dict[int, tuple[int, int]] = {}
+        self._dataset_lock = threading.Lock()
 
     def _label_path(self, sample: Sample, rel: Path, split: str) -> Path | None:
         if not self.in_place:
@@ -275,7 +279,44 @@ class LabelStore:
                 "source": source,
             }
             self._append_log(item, entry)
-            return new
+        if not self.in_place:
+            self.write_dataset()
+        return new
+
+    def write_dataset(self) -> Path | None:
+        """Describe the labels saved so far as a dataset pixelwise trains on: ``<labels>/
+        dataset.yaml`` (the dataset's classes and mask encoding) and a ``<split>.txt`` list per
+        split (image path, tab, mask path). Images inside container files (a COCO JSON, a volume)
+        are left out. Returns the YAML's path (``None`` in place: the dataset already is one)."""
+        if self.in_place:
+            return None
+        import yaml
+
+        root = self.labels_dir
+        lists: dict[str, list[str]] = {}
+        for it in self.items:
+            if it.sample.index is None and self.saved(it):
+                mask = it.label_path.relative_to(root).as_posix()  # type: ignore[union-attr]
+                lists.setdefault(it.split, []).append(f"{it.sample.image.resolve()}\t{mask}")
+        spec = self.spec
+        doc = {
+            "name": spec.name,
+            "root": ".",
+            "image_channels": spec.image_channels,
+            "classes": [c.model_dump(exclude_none=True, mode="json") for c in spec.classes],
+            "mask": spec.mask.as_yaml(),
+            "splits": {name: {"list": f"{name}.txt"} for name in lists},
+        }
+        with self._dataset_lock:
+            for name, lines in lists.items():
+                write_bytes_atomic(
+                    root / f"{name}.txt",  # type: ignore[operator]
+                    ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"),
+                )
+            head = f"# written by pixelwise annotate: the labels saved so far of {spec.source}\n"
+            text = head + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
+            write_bytes_atomic(root / "dataset.yaml", text.encode())  # type: ignore[operator]
+        return root / "dataset.yaml"  # type: ignore[operator]
 
     def _labels_before(self, item: Item, old: bytes | None) -> np.ndarray | None:
         if old is not None:

@@ -444,6 +444,10 @@ async function loadItems() {
 }
 
 async function openItem(id) {
+  if (S.conflict && id !== S.item) {
+    status("first settle the conflict above: load theirs, or save yours over it", true);
+    return;
+  }
   if (S.dirty) await save();
   const ticket = ++S.loading;
   status(`loading ${S.items[id].name}…`);
