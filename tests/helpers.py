@@ -183,13 +183,10 @@ def serve_in_thread(app):  # noqa: ANN001, ANN201 - an ASGI app; yields its URL
         sock.close()
 
 
-def colour_segmenter():  # noqa: ANN201 - a Segmenter
-    """A Segmenter classing by colour: black → bg, red → red, green → green (a 1×1 conv)."""
+def colour_model():  # noqa: ANN201 - an nn.Conv2d
+    """Class by colour (with mean 0, std 1): black → bg, red → red, green → green (a 1×1 conv)."""
     import torch
     from torch import nn
-
-    from pixelwise.engine import Segmenter
-    from pixelwise.engine.checkpoint import ModelMeta
 
     conv = nn.Conv2d(3, 3, 1)
     with torch.no_grad():
@@ -197,6 +194,15 @@ def colour_segmenter():  # noqa: ANN201 - a Segmenter
         conv.bias.copy_(torch.tensor([0.5, 0.0, 0.0]))
         conv.weight[1, 0] = 1.0
         conv.weight[2, 1] = 1.0
+    return conv
+
+
+def colour_segmenter():  # noqa: ANN201 - a Segmenter
+    """A Segmenter of :func:`colour_model`: black → bg, red → red, green → green."""
+    from pixelwise.engine import Segmenter
+    from pixelwise.engine.checkpoint import ModelMeta
+
+    conv = colour_model()
     meta = ModelMeta(
         arch="unet",
         num_classes=3,

@@ -29,7 +29,7 @@ pytest.importorskip("python_multipart")
 pytest.importorskip("prometheus_client")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from helpers import segment_scope  # noqa: E402
+from helpers import colour_model, segment_scope  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from pixelwise.engine import Segmenter, predict_files  # noqa: E402
@@ -85,15 +85,7 @@ class _Spy(nn.Module):
         return self.conv(x)
 
 
-def _colour_model() -> nn.Conv2d:
-    """Class by colour (with mean 0, std 1): black → bg, red → red, green → green."""
-    conv = nn.Conv2d(3, 3, 1)
-    with torch.no_grad():
-        conv.weight.zero_()
-        conv.bias.copy_(torch.tensor([0.5, 0.0, 0.0]))
-        conv.weight[1, 0] = 1.0
-        conv.weight[2, 1] = 1.0
-    return conv
+_colour_model = colour_model
 
 
 def _image(h: int = 40, w: int = 50, seed: int = 0) -> np.ndarray:

@@ -16,7 +16,7 @@ import typer
 
 from .._options import DeviceOption
 from ..errors import PixelwiseError
-from ..serve.cli import InsecureNoToken, require_serve_extra
+from ..serve.cli import HostOption, InsecureNoToken, require_serve_extra
 from ..serve.settings import is_loopback
 
 __all__ = ["annotate_command"]
@@ -57,12 +57,7 @@ def annotate_command(
     rank: Annotated[
         bool, typer.Option(help="Rank the unlabelled images by the model's uncertainty at start.")
     ] = True,
-    host: Annotated[
-        str,
-        typer.Option(
-            help="Address to bind; beyond loopback it needs a token (or --insecure-no-token)."
-        ),
-    ] = "127.0.0.1",
+    host: HostOption = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8010,
     token: Annotated[
         str | None,

@@ -44,6 +44,12 @@ _DecodeMemory = Annotated[
         "header); a request waits for room."
     ),
 ]
+HostOption = Annotated[
+    str,
+    typer.Option(
+        help="Address to bind; beyond loopback it needs a token (or --insecure-no-token)."
+    ),
+]
 InsecureNoToken = Annotated[
     bool,
     typer.Option(
@@ -77,12 +83,7 @@ def serve_command(
             help="Bundled model name, checkpoint (.ckpt), bundle (.json) or exported model (.onnx)."
         ),
     ] = DEFAULT_MODEL,
-    host: Annotated[
-        str,
-        typer.Option(
-            help="Address to bind; beyond loopback it needs a token (or --insecure-no-token)."
-        ),
-    ] = "127.0.0.1",
+    host: HostOption = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     token: Annotated[
         str | None,
