@@ -18,6 +18,8 @@ Public API::
     for frame in pw.segment_video(seg, "drive.mp4"):    # frames lazily (pip install 'pixelwise[video]')
         frame.index, frame.labels
     pw.write_segmented_video(seg, "drive.mp4", "out/", masks="png")  # drive_overlay.mp4, drive_masks/
+    scene = pw.road_scene(1)                             # a generated street: .image, .labels (CamVid)
+    for frame in pw.road_clip(1, frames=36): ...         # a drive along it, frames agree
 """
 
 __version__ = "0.1.0"
@@ -29,6 +31,7 @@ _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from .config import RunConfig, load_config  # noqa: E402
 from .data import DatasetSpec, load_dataset_spec  # noqa: E402
+from .data.synthetic import ROAD_SCENE_CLASSES, RoadScene, road_clip, road_scene  # noqa: E402
 from .encoders import create_encoder, list_encoders  # noqa: E402
 from .engine import (  # noqa: E402
     EvalResult,
@@ -54,6 +57,8 @@ __all__ = [
     "__version__",
     "ConfusionMatrix",
     "DatasetSpec",
+    "ROAD_SCENE_CLASSES",
+    "RoadScene",
     "EvalResult",
     "InferenceConfig",
     "LoadedModel",
@@ -73,6 +78,8 @@ __all__ = [
     "read_bundle",
     "register_model",
     "report_dict",
+    "road_clip",
+    "road_scene",
     "segment_video",
     "train",
     "write_bundle",

@@ -529,15 +529,26 @@ def demo(
         typer.Option(help="Segment the sample photos shipped by installed packages too."),
     ] = True,
     workers: Annotated[int, typer.Option(help="Data-loading processes for the scoring.")] = 2,
+    clips: Annotated[
+        bool,
+        typer.Option(
+            help="For a road-scene model: also segment a generated drive and, when CamVid's test "
+            "frames are found, a clip of them (needs PyAV: pip install 'pixelwise[video]')."
+        ),
+    ] = True,
     device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Try a model with nothing but the install: segment sample photos (and IMAGES), write masks,
     overlays and contact_sheet.png, print each image's class areas; score a labelled dataset when
-    one is given or found."""
+    one is given or found. A road-scene model (CamVid's classes) also gets generated street scenes,
+    scored on their exact labels, and segmented clips."""
     from .engine.demo import (
+        camvid_clip_frames,
+        domain_note,
         evaluate_demo,
         format_area,
+        is_road_model,
         load_demo_model,
         plan_evaluation,
         segment_demo,
@@ -553,14 +564,40 @@ def demo(
         + f", {what}"
     )
     plan = plan_evaluation(seg, data=data, split=split, enabled=eval_)
-    result = segment_demo(seg, images or [], out, samples=samples, max_size=size)
+    road = is_road_model(meta)  # the clips are road scenes: other models get none
+    frames, no_frames = camvid_clip_frames() if clips and road else ([], "")
+    result = segment_demo(
+        seg,
+        images or [],
+        out,
+        samples=samples,
+        max_size=size,
+        clips=clips and road,
+        clip_frames=frames,
+        progress=not quiet,
+    )
     for item in result.images:
         areas = ", ".join(f"{n} {format_area(f)}" for n, f in item.areas)
-        _say(f"{item.source.name} ({item.size[1]}×{item.size[0]}): {areas}")
+        tag = ", synthetic" if item.synthetic else ""
+        _say(f"{item.source.name} ({item.size[1]}×{item.size[0]}{tag}): {areas}")
     for path, reason in result.failed:
         _say(f"skipped: {reason if path in reason else f'{path}: {reason}'}", err=True)
     sheet = f", {result.sheet.name}" if result.sheet else ""
     _say(f"wrote {len(result.images)} mask(s) and overlay(s){sheet} and summary.json to {out}")
+    for line in domain_note(result):
+        _say(line)
+    if (sc := result.scenes) is not None:
+        ious = ", ".join(f"{n} {_pct(v)}" for n, v in sc.iou.items() if v is not None)
+        _say(
+            f"generated road scenes ({sc.images}, synthetic, exact labels; not a CamVid score): "
+            f"mIoU {_pct(sc.miou)}%  pixel acc {_pct(sc.pixel_accuracy)}%  IoU: {ious}"
+        )
+    for clip in result.clips:
+        _say(f"wrote {clip.overlay.name}: {clip.note}")
+    if result.clips_note:
+        _say(result.clips_note)
+    elif clips and road and not frames and no_frames:
+        _say(f"no CamVid clip: {no_frames}")
     if plan.spec is None:
         _say(plan.note)
     else:
@@ -786,6 +823,98 @@ def data_weights(
         raise _Failed
 
 
+@data_app.command("export-labels")
+def data_export_labels(
+    data: _DataArgument,
+    to: Annotated[str, typer.Option(help="File format: coco, cvat or labelstudio.")],
+    out: Annotated[Path, typer.Option(help="The file written (COCO/Label Studio JSON, CVAT XML).")],
+    split: _splits("export") = None,
+    skip: Annotated[
+        list[str] | None,
+        typer.Option(help="A class given no regions (e.g. background); repeatable."),
+    ] = None,
+    image_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="Label Studio: data.image is this + the image's path relative to the dataset "
+            "root [default: /data/local-files/?d=, local-files storage rooted at the dataset]."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace --out if it exists.")
+    ] = False,
+    workers: Annotated[int | None, typer.Option(help="Reader threads.")] = None,
+) -> None:
+    """Write a dataset's masks as a COCO JSON (compressed RLE), CVAT for images 1.1 XML or Label
+    Studio JSON (brush RLE), one region per class per image; unlabelled pixels get none."""
+    from .data import load_dataset_spec
+    from .data.interop import export_classes, export_labels, labelstudio_config
+
+    spec = load_dataset_spec(data)
+    report = export_labels(
+        spec,
+        out,
+        to=to,
+        splits=split,
+        skip=skip or (),
+        overwrite=overwrite,
+        **({} if image_prefix is None else {"image_prefix": image_prefix}),
+        workers=workers,
+    )
+    for line in report.summary().splitlines():
+        _say(line, err=line.startswith("problem:"))
+    if report.problems:
+        raise _Failed
+    if report.to == "labelstudio":
+        _say("labeling config of the Label Studio project (Settings > Labeling Interface > Code):")
+        _say(labelstudio_config(export_classes(spec, skip or ())).rstrip())
+
+
+@data_app.command("import-labels")
+def data_import_labels(
+    file: Annotated[
+        Path, typer.Argument(help="A COCO JSON, CVAT for images XML or Label Studio JSON.")
+    ],
+    data: Annotated[Path, typer.Option(help="Dataset YAML or folder whose images it labels.")],
+    out: Annotated[
+        Path, typer.Option(help="A new folder for the masks, in the dataset's own encoding.")
+    ],
+    from_: Annotated[
+        str | None,
+        typer.Option("--from", help="coco, cvat or labelstudio [default: from the content]."),
+    ] = None,
+    split: _splits("match images against") = None,
+    unlabelled: Annotated[
+        str | None,
+        typer.Option(help="A class for pixels no region covers [default: unlabelled]."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace --out as a whole if it is not empty.")
+    ] = False,
+    workers: Annotated[int | None, typer.Option(help="Writer threads.")] = None,
+) -> None:
+    """Write the masks a COCO, CVAT or Label Studio file gives, matched to the dataset's images by
+    file name, into a new folder in the dataset's own mask encoding; nothing on any problem."""
+    from .data import load_dataset_spec
+    from .data.interop import import_labels
+
+    spec = load_dataset_spec(data)
+    report = import_labels(
+        file,
+        spec,
+        out,
+        fmt=from_,
+        splits=split,
+        unlabelled=unlabelled,
+        overwrite=overwrite,
+        workers=workers,
+    )
+    for line in report.summary().splitlines():
+        _say(line, err=line.startswith("problem:"))
+    if report.problems:
+        raise _Failed
+
+
 @app.command("models")
 def models_cmd(
     encoder: Annotated[
@@ -893,9 +1022,11 @@ def auto(
     _say(f"read the report: {result.report}")
 
 
+from .annotate.cli import annotate_command  # noqa: E402
 from .serve.cli import serve_command  # noqa: E402
 
 app.command("serve")(serve_command)
+app.command("annotate")(annotate_command)
 
 
 def _version(value: bool) -> None:

@@ -11,6 +11,17 @@ row, with file names and class areas) and ``summary.json``, all atomically.
 Images larger than the model's training size (a bundle's ``input_size``) are first scaled down,
 aspect kept, to that many pixels, so objects appear at the scale the model learned.
 
+For a road-scene model (its dataset is ``camvid``, or its 11 classes are CamVid's) the demo first
+generates a few street scenes with their exact labels (:mod:`pixelwise.data.synthetic`; made by
+pixelwise's own code, Apache-2.0), writes them to ``inputs/road_scene_<n>.png`` (ground truth
+beside them as ``road_scene_<n>_labels.png``), segments them like the photos and scores them: the
+model's own domain, though synthetic. The sample photos are then marked as outside the model's
+domain. With ``clips`` (and PyAV installed) it also writes a generated drive,
+``inputs/road_clip.mp4``, segmented through the video path to ``road_clip_overlay.mp4``, and, where
+CamVid's test frames are found (:func:`camvid_clip_frames`), ``camvid_test_clip_overlay.mp4``:
+consecutive test frames of one sequence (1 s apart in real time, played at
+:data:`CAMVID_CLIP_FPS` frames per second).
+
 Evaluation: on ``--data`` when given; otherwise on the model's dataset (``camvid``) when
 ``../shared/data/<dataset>`` and ``configs/data/<dataset>.yaml`` sit beside the current folder or
 the repository the package runs from — else skipped with the reason.
@@ -22,19 +33,26 @@ import importlib.util
 import json
 import math
 import os
+import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .._atomic import write_text_atomic
+from .._atomic import atomic_path, write_text_atomic
 from ..data.io import read_image, write_png
-from ..data.spec import DatasetSpec, load_dataset_spec
-from ..errors import PixelwiseError, printable
+from ..data.spec import DatasetSpec, load_dataset_spec, resolve_split
+from ..data.synthetic import ROAD_SCENE_CLASSES, ROAD_SCENE_LICENSE, road_clip, road_scene
+from ..errors import PixelwiseError, first_line, printable
+from ..metrics import ConfusionMatrix
 from ..pretrained import DEFAULT_MODEL
+from .checkpoint import ModelMeta
 from .evaluate import EvalResult, evaluate, write_report
 from .loading import load_model
 from .predict import expand_inputs, output_names
@@ -42,13 +60,19 @@ from .predictor import Segmenter
 from .visualize import mask_image, overlay_with_legend
 
 __all__ = [
+    "CAMVID_CLIP_FPS",
+    "DemoClip",
     "DemoImage",
     "DemoResult",
     "EvalPlan",
+    "SceneScores",
+    "camvid_clip_frames",
     "contact_sheet",
+    "domain_note",
     "evaluate_demo",
     "find_eval_data",
     "format_area",
+    "is_road_model",
     "load_demo_model",
     "plan_evaluation",
     "sample_images",
@@ -69,6 +93,28 @@ _IMAGE_FILES = (".png", "_overlay.png")  # what the demo writes per image: mask,
 _THUMB_HEIGHT = 200
 _THUMB_MAX_WIDTH = 320
 
+# generated road scenes and clips for a road-scene model
+_ROAD_SCENES = 3  # stills, seeds 1..3
+_CLIP_SEED, _CLIP_FRAMES, _CLIP_FPS = 4, 36, 10  # a 3.6 s drive at 10 fps
+_INPUTS = "inputs"  # the folder (inside the output folder) of what the demo generates to segment
+# CamVid's labelled frames are every 30th frame of 30 fps video: 1 s apart in real time
+CAMVID_CLIP_FPS = 5
+_CAMVID_CLIP_MAX = 60
+# CamVid's class names as the original release spells them, for a model that names no dataset
+_CAMVID_ORIGINAL = (
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "pavement",
+    "tree",
+    "signsymbol",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
+)
+
 
 @dataclass
 class DemoImage:
@@ -81,17 +127,56 @@ class DemoImage:
     areas: list[tuple[str, float]]
     mask: Path
     overlay: Path
+    domain: str | None = None  # "in" or "out" of a road-scene model's domain; None: not known
+    synthetic: bool = False  # a generated road scene
+
+
+@dataclass(frozen=True)
+class SceneScores:
+    """The scores on the generated road scenes (their labels are exact): mIoU, pixel accuracy and
+    per-class IoU (``None`` for a class absent from both labels and prediction)."""
+
+    images: int
+    miou: float
+    pixel_accuracy: float
+    iou: dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class DemoClip:
+    """A clip segmented through the video path: the ``overlay`` video written, its ``frames`` and
+    ``fps``, the ``source`` video (``None`` when it was only a temporary file) and a one-line
+    ``note`` of what it shows."""
+
+    overlay: Path
+    frames: int
+    fps: float
+    source: Path | None
+    note: str
+    synthetic: bool
 
 
 @dataclass
 class DemoResult:
     """What :func:`segment_demo` did: images segmented, inputs that failed (input, reason), the
-    contact sheet and the summary written."""
+    contact sheet and the summary written; for a road-scene model also the scores on the generated
+    scenes, the clips written and ``clips_note`` (why a clip was not written)."""
 
     images: list[DemoImage] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     sheet: Path | None = None
     summary: Path | None = None
+    scenes: SceneScores | None = None
+    clips: list[DemoClip] = field(default_factory=list)
+    clips_note: str = ""
+
+    @property
+    def in_domain(self) -> list[DemoImage]:
+        return [i for i in self.images if i.domain == "in"]
+
+    @property
+    def out_of_domain(self) -> list[DemoImage]:
+        return [i for i in self.images if i.domain == "out"]
 
 
 @dataclass(frozen=True)
@@ -210,6 +295,30 @@ def contact_sheet(
     return sheet
 
 
+def is_road_model(meta: ModelMeta) -> bool:
+    """Whether a model segments CamVid's 11 road-scene classes in CamVid's order (its dataset is
+    ``camvid``, or its class names are CamVid's): the generated road scenes are its domain."""
+    if meta.num_classes != len(ROAD_SCENE_CLASSES) or meta.in_channels != 3:
+        return False
+    names = tuple(n.lower() for n in meta.class_names)
+    return meta.dataset.lower() == "camvid" or names in (ROAD_SCENE_CLASSES, _CAMVID_ORIGINAL)
+
+
+def _write_scenes(
+    count: int, out: Path, size: tuple[int, int], colors: Sequence[Sequence[int]]
+) -> list[tuple[Path, np.ndarray]]:
+    """Generate ``count`` road scenes into ``out/inputs``: ``road_scene_<n>.png`` and its labels
+    ``road_scene_<n>_labels.png``; return (image path, labels) per scene."""
+    scenes = []
+    for i in range(1, count + 1):
+        scene = road_scene(i, size=size)
+        path = out / _INPUTS / f"road_scene_{i}.png"
+        write_png(path, scene.image)
+        write_png(path.with_name(f"road_scene_{i}_labels.png"), mask_image(scene.labels, colors))
+        scenes.append((path, scene.labels))
+    return scenes
+
+
 def segment_demo(
     segmenter: Segmenter,
     images: Sequence[str | os.PathLike[str]] = (),
@@ -217,6 +326,10 @@ def segment_demo(
     *,
     samples: bool = True,
     max_size: tuple[int, int] | None = None,
+    road_scenes: int | None = None,
+    clips: bool = False,
+    clip_frames: Sequence[Path] = (),
+    progress: bool = False,
 ) -> DemoResult:
     """Segment the sample photos (:func:`sample_images`) and ``images``; write masks, overlays,
     ``contact_sheet.png`` and ``summary.json`` into ``out_dir`` (files of the same name are
@@ -224,29 +337,52 @@ def segment_demo(
     (:func:`~pixelwise.engine.predict.output_names`): its stem, or more of its path where that
     would make two outputs, an output and an input, or an output and the demo's own files one.
 
+    For a road-scene model (:func:`is_road_model`) generated road scenes come first, are scored
+    against their exact labels, and the sample photos are marked out of its domain; ``clips`` adds
+    the generated drive and the CamVid ``clip_frames`` as segmented videos (see the module).
+
     Args:
         segmenter: the model and how to run it.
         images: more inputs: files, folders (searched recursively) and glob patterns.
         out_dir: output folder (created).
         samples: include the sample photos.
         max_size: (H, W): larger images are scaled down to that many pixels first (a bundle's
-            ``input_size``); ``None``: predicted at their own size.
+            ``input_size``); ``None``: predicted at their own size. Generated scenes and the clip
+            are made at this size (default: CamVid's 360×480).
+        road_scenes: how many road scenes to generate; ``None``: 3 for a road-scene model, else 0.
+        clips: write the clips (a road-scene model only; needs PyAV, else ``clips_note`` says so).
+        clip_frames: consecutive frames for ``camvid_test_clip_overlay.mp4``
+            (:func:`camvid_clip_frames`); none: no such clip.
+        progress: progress bars for the clips.
 
     Raises:
-        PixelwiseError: nothing to segment (no sample photos installed and no images given).
+        PixelwiseError: nothing to segment (no sample photos installed, no images given and no
+            road scenes).
     """
     meta = segmenter.meta
+    road = is_road_model(meta)
+    count = (_ROAD_SCENES if road else 0) if road_scenes is None else road_scenes
+    if count and not road:
+        raise PixelwiseError(
+            f"road scenes need a model of CamVid's 11 classes; this one has {meta.num_classes}: "
+            + ", ".join(meta.class_names[:4])
+            + (", ..." if meta.num_classes > 4 else "")
+        )
     paths = sample_images(meta.in_channels) if samples else []
     more, failed = expand_inputs([os.fspath(p) for p in images])
-    paths = list(dict.fromkeys([*paths, *more]))
-    if not paths:
+    if not paths and not more and not count:
         reason = "; ".join(f"{p}: {r}" for p, r in failed) or "no images given"
         none = "no sample photos are installed and " if samples else ""
         raise PixelwiseError(f"nothing to segment: {none}{reason}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    size = max_size or (360, 480)
+    scenes = dict(_write_scenes(count, out, size, meta.colors))
+    sample_set = set(paths)
+    paths = list(dict.fromkeys([*scenes, *paths, *more]))
     result = DemoResult(failed=list(failed))
     rows = []
+    confusion = ConfusionMatrix(meta.num_classes)
     names = output_names(paths, lambda _: _IMAGE_FILES, out, reserved=_DEMO_FILES)
     for path, name in zip(paths, names, strict=True):
         try:
@@ -255,7 +391,15 @@ def segment_demo(
             result.failed.append((str(path), str(exc)))
             continue
         labels = segmenter.segment(image).labels
+        truth = scenes.get(path)
+        if truth is not None:
+            confusion.update(torch.from_numpy(labels), torch.from_numpy(truth))
         overlay = overlay_with_legend(image, labels, meta.colors, meta.class_names)
+        domain = None
+        if road and truth is not None:
+            domain = "in"
+        elif road and path in sample_set:
+            domain = "out"
         item = DemoImage(
             source=path,
             name=name,
@@ -263,6 +407,8 @@ def segment_demo(
             areas=_areas(labels, meta.class_names),
             mask=out / f"{name}.png",
             overlay=out / f"{name}_overlay.png",
+            domain=domain,
+            synthetic=truth is not None,
         )
         write_png(item.overlay, overlay)
         write_png(item.mask, mask_image(labels, meta.colors))
@@ -270,15 +416,40 @@ def segment_demo(
         h, w = item.size
         blend = overlay.crop((0, 0, w, h))
         rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
-        rows.append(
-            (printable(f"{path.name}  ({w} x {h})"), Image.fromarray(rgb), blend, item.areas)
+        tag = {"in": "  synthetic road scene", "out": "  out of the model's domain"}
+        caption = f"{path.name}  ({w} x {h}){tag.get(domain or '', '')}"
+        rows.append((printable(caption), Image.fromarray(rgb), blend, item.areas))
+    if scenes:
+        sc = confusion.scores()
+        result.scenes = SceneScores(
+            images=len(scenes),
+            miou=sc.miou,
+            pixel_accuracy=sc.pixel_accuracy,
+            iou={
+                n: None if math.isnan(v) else float(v)
+                for n, v in zip(meta.class_names, sc.iou, strict=True)
+            },
         )
     if rows:
         result.sheet = out / "contact_sheet.png"
         colors = dict(zip(meta.class_names, meta.colors, strict=False))
         write_png(result.sheet, contact_sheet(rows, colors))
+    if clips and road:
+        result.clips, result.clips_note = _write_clips(
+            segmenter, out, size=size, frames=clip_frames, progress=progress
+        )
+    elif clips:
+        result.clips_note = "no clips: they are road scenes, and this is not a road-scene model"
     result.summary = out / "summary.json"
-    summary = {
+    write_text_atomic(
+        result.summary, json.dumps(_summary(result, meta), indent=2, ensure_ascii=False) + "\n"
+    )
+    return result
+
+
+def _summary(result: DemoResult, meta: ModelMeta) -> dict[str, Any]:
+    """``summary.json``: every image (with its domain), the scene scores, the clips."""
+    summary: dict[str, Any] = {
         "images": [
             {
                 "source": printable(i.source),
@@ -286,14 +457,197 @@ def segment_demo(
                 "overlay": printable(i.overlay.name),
                 "size": list(i.size),
                 "areas": {n: round(f, 6) for n, f in i.areas},
+                "domain": i.domain,
+                "synthetic": i.synthetic,
             }
             for i in result.images
         ],
         "failed": [{"input": printable(p), "reason": printable(r)} for p, r in result.failed],
         "classes": meta.class_names,
     }
-    write_text_atomic(result.summary, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    return result
+    if is_road_model(meta):
+        summary["domain"] = {
+            "in": [printable(i.source.name) for i in result.in_domain],
+            "out": [printable(i.source.name) for i in result.out_of_domain],
+            "note": " ".join(f"{line}." for line in domain_note(result)),
+        }
+    if result.scenes is not None:
+        s = result.scenes
+        summary["road_scenes"] = {
+            "synthetic": True,
+            "generator": "pixelwise.data.synthetic.road_scene (seeds 1.."
+            + f"{s.images}), exact labels",
+            "licence": ROAD_SCENE_LICENSE,
+            "images": s.images,
+            "miou": round(s.miou, 6),
+            "pixel_accuracy": round(s.pixel_accuracy, 6),
+            "iou": {n: None if v is None else round(v, 6) for n, v in s.iou.items()},
+            "note": "a score on synthetic pictures, not on CamVid: it measures how far the "
+            "model carries over to a clean, simplified street",
+        }
+    if result.clips or result.clips_note:
+        summary["clips"] = [
+            {
+                "overlay": printable(c.overlay.name),
+                "source": None
+                if c.source is None
+                else printable(c.source.relative_to(c.overlay.parent).as_posix()),
+                "frames": c.frames,
+                "fps": c.fps,
+                "synthetic": c.synthetic,
+                "note": c.note,
+            }
+            for c in result.clips
+        ]
+        if result.clips_note:
+            summary["clips_note"] = result.clips_note
+    return summary
+
+
+def domain_note(result: DemoResult) -> list[str]:
+    """Lines saying which images are a road-scene model's own domain and which are not."""
+    parts = []
+    if result.in_domain:
+        names = ", ".join(printable(i.source.name) for i in result.in_domain)
+        parts.append(f"in the model's domain (synthetic street scenes): {names}")
+    if result.out_of_domain:
+        names = ", ".join(printable(i.source.name) for i in result.out_of_domain)
+        parts.append(
+            f"out of domain for a road-scene model: {names} (its classes there are guesses)"
+        )
+    return parts
+
+
+# ---- clips -----------------------------------------------------------------------------------------
+
+
+def _frame_number(path: Path) -> tuple[str, int] | None:
+    """``Seq05VD_f02370.png`` → ``("Seq05VD", 2370)``; ``0001TP_008550.png`` → ``("0001TP",
+    8550)``; ``None`` for another name."""
+    m = re.fullmatch(r"(.+)_f?(\d+)", path.stem)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def _longest_run(paths: Sequence[Path]) -> list[Path]:
+    """The longest run of consecutive frames of one sequence: names grouped by their prefix, sorted
+    by frame number, a run broken where the step exceeds the sequence's smallest step."""
+    seqs: dict[str, list[tuple[int, Path]]] = {}
+    for p in paths:
+        key = _frame_number(p)
+        if key is not None:
+            seqs.setdefault(key[0], []).append((key[1], p))
+    best: list[Path] = []
+    for _, frames in sorted(seqs.items()):
+        frames.sort()
+        steps = [b - a for (a, _), (b, _) in zip(frames, frames[1:], strict=False) if b > a]
+        step = min(steps, default=1)
+        run = [frames[0][1]]
+        for (a, _), (b, pb) in zip(frames, frames[1:], strict=False):
+            if b - a != step:
+                best = run if len(run) > len(best) else best
+                run = []
+            run.append(pb)
+        best = run if len(run) > len(best) else best
+    return best
+
+
+def camvid_clip_frames(
+    roots: Sequence[str | os.PathLike[str]] | None = None, *, limit: int = _CAMVID_CLIP_MAX
+) -> tuple[list[Path], str]:
+    """Consecutive CamVid test frames for a clip: the longest sequence of the test split found by
+    :func:`find_eval_data` (``Seq05VD_f02370.png``, ``0001TP_008550.png``: sorted by frame within
+    a sequence prefix), at most ``limit`` frames. Returns (frames, ""), or ([], why not)."""
+    yaml, why = find_eval_data("camvid", roots)
+    if yaml is None:
+        return [], why
+    try:
+        spec = load_dataset_spec(yaml)
+        name = "test" if "test" in spec.splits else _labelled_split(spec, folder=False)
+        if name is None:
+            return [], f"{yaml} has no test split"
+        samples, _ = resolve_split(spec, name, unlabelled=True)
+    except PixelwiseError as exc:
+        return [], first_line(exc)
+    frames = _longest_run([s.image for s in samples if s.index is None])
+    if len(frames) < 2:
+        return [], f"{yaml}: no sequence of consecutive test frames"
+    return frames[:limit], ""
+
+
+def _encode(path: Path, frames: Any, fps: int, size: tuple[int, int]) -> int:
+    """Write RGB frames (an iterable of H×W×3 uint8) to an MP4 at ``path``, atomically; the count."""
+    from ..video.io import VideoWriter
+
+    with atomic_path(path) as tmp:
+        writer = VideoWriter(tmp, Fraction(fps), size[1], size[0])
+        try:
+            for frame in frames:
+                writer.write(frame)
+            writer.close()
+        finally:
+            writer.abort()
+    return writer.frames_written
+
+
+def _write_clips(
+    segmenter: Segmenter,
+    out: Path,
+    *,
+    size: tuple[int, int],
+    frames: Sequence[Path],
+    progress: bool,
+) -> tuple[list[DemoClip], str]:
+    """The generated drive and, with ``frames``, the CamVid clip, each encoded to an MP4 and
+    segmented by :func:`~pixelwise.video.segment.write_segmented_video` (the one video path)."""
+    from ..video.io import require_av
+    from ..video.segment import write_segmented_video
+
+    try:
+        require_av()
+    except PixelwiseError as exc:
+        return [], f"no clips: {exc}"
+    clips = []
+    source = out / _INPUTS / "road_clip.mp4"
+    drive = road_clip(_CLIP_SEED, frames=_CLIP_FRAMES, fps=_CLIP_FPS, size=size)
+    _encode(source, (f.image for f in drive), _CLIP_FPS, size)
+    done = write_segmented_video(segmenter, source, out, name="road_clip", progress=progress)
+    note = (
+        f"a generated drive along one street, {_CLIP_FRAMES / _CLIP_FPS:.1f} s at "
+        f"{_CLIP_FPS} fps in real time (synthetic; source {_INPUTS}/road_clip.mp4, Apache-2.0)"
+    )
+    clips.append(DemoClip(done.outputs[0], done.frames, float(done.fps), source, note, True))
+    if not frames:
+        return clips, ""
+    first = read_image(frames[0], 3)
+    hw = (int(first.shape[0]), int(first.shape[1]))
+
+    used: list[Path] = []
+
+    def camvid() -> Any:
+        for p in frames:
+            image = read_image(p, 3)
+            if image.shape[:2] == hw:  # a frame of another size is left out
+                used.append(p)
+                yield image
+
+    fd, tmp = tempfile.mkstemp(prefix=".camvid_test_clip.", suffix=".tmp", dir=out)
+    os.close(fd)
+    try:
+        _encode(Path(tmp), camvid(), CAMVID_CLIP_FPS, hw)
+        done = write_segmented_video(
+            segmenter, tmp, out, name="camvid_test_clip", progress=progress
+        )
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    seq = _frame_number(frames[0])
+    first_name, last_name = used[0].name, used[-1].name
+    note = (
+        f"{done.frames} consecutive CamVid test frames of {seq[0] if seq else 'one sequence'} "
+        f"({first_name} to {last_name}); they are 1 s apart in real time, played at "
+        f"{CAMVID_CLIP_FPS} fps ({CAMVID_CLIP_FPS}x real time)"
+    )
+    clips.append(DemoClip(done.outputs[0], done.frames, float(done.fps), None, note, False))
+    return clips, ""
 
 
 def find_eval_data(
