@@ -4,6 +4,7 @@ label flicker on CamVid with and without temporal stabilisation.
     python bench/video_bench.py speed   [--frames 120] [--repeats 2]
     python bench/video_bench.py memory  [--minutes 10]
     python bench/video_bench.py flicker [--alpha 0.5]
+    python bench/video_bench.py flicker --source synthetic [--clips 3 --frames 60 --fps 30]
 
 ``speed``: the first ``--frames`` CamVid test frames (file order: sequences in order) are written as a
 30 fps H.264 clip (360×480); the bundled ``camvid`` model segments them through the video path
@@ -20,9 +21,12 @@ frame of its 30 fps videos, so consecutive labelled frames are 1 s apart: the on
 truth there is), segmented frame by frame through ``Segmenter.segment_batch`` (probabilities) and
 stabilised by none / ``TemporalEMA`` / ``TemporalFlow`` at ``--alpha``; flicker (pixels whose
 predicted class changes where the ground truth does not, over all pairs of consecutive labelled
-frames, ignored pixels left out) and test mIoU by the one confusion matrix.
+frames, ignored pixels left out) and test mIoU by the one confusion matrix. ``--source synthetic``:
+the same on generated drives (``pixelwise.data.synthetic.road_clip``, seeds 1..``--clips``), truly
+consecutive frames at ``--fps`` with exact labels — the 30 fps case that ../shared has no labels for.
 
-Results: JSON files under docs/results/ (video_speed.json, video_memory.json, video_flicker.json).
+Results: JSON files under docs/results/ (video_speed.json, video_memory.json, video_flicker.json,
+video_flicker_synthetic.json).
 """
 
 from __future__ import annotations
@@ -185,25 +189,46 @@ def memory(minutes: float) -> None:
     )
 
 
-def flicker(alpha: float) -> None:
-    import torch
-
-    import pixelwise as pw
-    from pixelwise.data.classes import IGNORE_INDEX
+def _camvid_sequences():  # noqa: ANN202 - (num_classes, {sequence: [(image, target) loader]})
     from pixelwise.data.dataset import load_pair
-    from pixelwise.metrics import ConfusionMatrix
-    from pixelwise.video import TemporalEMA, TemporalFlow
-    from pixelwise.video.temporal import flicker_counts
 
     spec, samples = _test_samples()
     seqs: dict[str, list] = {}
     for s in samples:
-        seqs.setdefault(s.image.name.split("_")[0], []).append(s)
+        seqs.setdefault(s.image.name.split("_")[0], []).append(
+            lambda s=s: load_pair(s, spec)  # read when its turn comes
+        )
+    return spec.num_classes, seqs
+
+
+def _synthetic_sequences(clips: int, frames: int, fps: float):  # noqa: ANN202
+    from pixelwise.data.synthetic import ROAD_SCENE_CLASSES, road_clip
+
+    seqs = {}
+    for seed in range(1, clips + 1):
+        scenes = [(f.image, f.labels) for f in road_clip(seed, frames=frames, fps=fps)]
+        seqs[f"street{seed}"] = [lambda x=x: x for x in scenes]
+    return len(ROAD_SCENE_CLASSES), seqs
+
+
+def flicker(alpha: float, source: str, clips: int, frames: int, fps: float) -> None:
+    import torch
+
+    import pixelwise as pw
+    from pixelwise.data.classes import IGNORE_INDEX
+    from pixelwise.metrics import ConfusionMatrix
+    from pixelwise.video import TemporalEMA, TemporalFlow
+    from pixelwise.video.temporal import flicker_counts
+
+    if source == "camvid":
+        num_classes, seqs = _camvid_sequences()
+    else:
+        num_classes, seqs = _synthetic_sequences(clips, frames, fps)
     seg = pw.load("camvid")
     modes = {"none": None, "ema": TemporalEMA(alpha), "flow": TemporalFlow(alpha)}
     result = {}
     for mode, stab in modes.items():
-        cm = ConfusionMatrix(spec.num_classes)
+        cm = ConfusionMatrix(num_classes)
         changed = stable = 0
         per_seq = {}
         t0 = time.perf_counter()
@@ -212,8 +237,8 @@ def flicker(alpha: float) -> None:
                 stab.reset()
             prev = prev_t = None
             c_seq = s_seq = 0
-            for sample in items:
-                image, target = load_pair(sample, spec)
+            for load in items:
+                image, target = load()
                 p = seg.segment_batch([image], probs=True)[0]
                 probs = p.probs if stab is None else stab(p.probs, image)
                 labels = probs.argmax(0).astype(np.uint8)
@@ -235,7 +260,17 @@ def flicker(alpha: float) -> None:
             "seconds": round(time.perf_counter() - t0, 1),
         }
         print(mode, result[mode]["flicker"], result[mode]["miou"], flush=True)
-    _save("video_flicker.json", {"alpha": alpha, "frames_apart": 30, "modes": result})
+    if source == "camvid":
+        _save("video_flicker.json", {"alpha": alpha, "frames_apart": 30, "modes": result})
+    else:
+        doc = {
+            "alpha": alpha,
+            "source": f"pixelwise.data.synthetic.road_clip, seeds 1..{clips}",
+            "frames_per_clip": frames,
+            "fps": fps,
+            "modes": result,
+        }
+        _save("video_flicker_synthetic.json", doc)
 
 
 def main() -> None:
@@ -248,6 +283,10 @@ def main() -> None:
     m.add_argument("--minutes", type=float, default=10.0)
     f = sub.add_parser("flicker")
     f.add_argument("--alpha", type=float, default=0.5)
+    f.add_argument("--source", choices=["camvid", "synthetic"], default="camvid")
+    f.add_argument("--clips", type=int, default=3, help="synthetic: streets (seeds 1..N)")
+    f.add_argument("--frames", type=int, default=60, help="synthetic: frames per clip")
+    f.add_argument("--fps", type=float, default=30.0, help="synthetic: frames per second")
     c = sub.add_parser("_memory_child")
     c.add_argument("clip", type=Path)
     c.add_argument("out", type=Path)
@@ -257,7 +296,7 @@ def main() -> None:
     elif a.what == "memory":
         memory(a.minutes)
     elif a.what == "flicker":
-        flicker(a.alpha)
+        flicker(a.alpha, a.source, a.clips, a.frames, a.fps)
     else:
         _memory_child(a.clip, a.out)
 
