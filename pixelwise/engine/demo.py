@@ -319,6 +319,23 @@ def _write_scenes(
     return scenes
 
 
+def _scene_scores(confusion: ConfusionMatrix, images: int, names: Sequence[str]) -> SceneScores:
+    sc = confusion.scores()
+    iou = {n: None if math.isnan(v) else float(v) for n, v in zip(names, sc.iou, strict=True)}
+    return SceneScores(images=images, miou=sc.miou, pixel_accuracy=sc.pixel_accuracy, iou=iou)
+
+
+def _sheet_row(
+    item: DemoImage, image: np.ndarray, overlay: Image.Image
+) -> tuple[str, Image.Image, Image.Image, list[tuple[str, float]]]:
+    """One contact-sheet row: caption (name, size, domain), image, overlay (legend cut off), areas."""
+    h, w = item.size
+    rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
+    tag = {"in": "  synthetic road scene", "out": "  out of the model's domain"}
+    caption = f"{item.source.name}  ({w} x {h}){tag.get(item.domain or '', '')}"
+    return printable(caption), Image.fromarray(rgb), overlay.crop((0, 0, w, h)), item.areas
+
+
 def segment_demo(
     segmenter: Segmenter,
     images: Sequence[str | os.PathLike[str]] = (),
@@ -413,23 +430,9 @@ def segment_demo(
         write_png(item.overlay, overlay)
         write_png(item.mask, mask_image(labels, meta.colors))
         result.images.append(item)
-        h, w = item.size
-        blend = overlay.crop((0, 0, w, h))
-        rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
-        tag = {"in": "  synthetic road scene", "out": "  out of the model's domain"}
-        caption = f"{path.name}  ({w} x {h}){tag.get(domain or '', '')}"
-        rows.append((printable(caption), Image.fromarray(rgb), blend, item.areas))
+        rows.append(_sheet_row(item, image, overlay))
     if scenes:
-        sc = confusion.scores()
-        result.scenes = SceneScores(
-            images=len(scenes),
-            miou=sc.miou,
-            pixel_accuracy=sc.pixel_accuracy,
-            iou={
-                n: None if math.isnan(v) else float(v)
-                for n, v in zip(meta.class_names, sc.iou, strict=True)
-            },
-        )
+        result.scenes = _scene_scores(confusion, len(scenes), meta.class_names)
     if rows:
         result.sheet = out / "contact_sheet.png"
         colors = dict(zip(meta.class_names, meta.colors, strict=False))
