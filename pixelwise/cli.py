@@ -526,7 +526,10 @@ def demo(
     ] = True,
     samples: Annotated[
         bool,
-        typer.Option(help="Segment the sample photos shipped by installed packages too."),
+        typer.Option(
+            help="Segment the demo's samples too: photos shipped by installed packages and, for a "
+            "road-scene model, generated road scenes and clips (--no-samples: only IMAGES)."
+        ),
     ] = True,
     workers: Annotated[int, typer.Option(help="Data-loading processes for the scoring.")] = 2,
     clips: Annotated[
@@ -565,6 +568,7 @@ def demo(
     )
     plan = plan_evaluation(seg, data=data, split=split, enabled=eval_)
     road = is_road_model(meta)  # the clips are road scenes: other models get none
+    clips = clips and samples
     frames, no_frames = camvid_clip_frames() if clips and road else ([], "")
     result = segment_demo(
         seg,
@@ -572,6 +576,7 @@ def demo(
         out,
         samples=samples,
         max_size=size,
+        road_scenes=None if samples else 0,
         clips=clips and road,
         clip_frames=frames,
         progress=not quiet,
