@@ -190,16 +190,25 @@ function imagePoint(event) { // pointer -> image coordinates (pixels, fractional
 
 // ---------------------------------------------------------------------------- edits
 
+// An edit gives each pixel one new value at most (a stroke paints one class; a pre-label or a
+// restore sets each pixel once), so it is a list of (pixel, value before) in growing typed arrays.
 function beginEdit(kind) {
-  S.edit = { kind, changed: new Map(), box: [Infinity, Infinity, -Infinity, -Infinity] };
+  S.edit = { kind, idx: new Uint32Array(4096), before: new Uint8Array(4096), n: 0,
+    box: [Infinity, Infinity, -Infinity, -Infinity] };
 }
 
 function setPixel(i, value) {
   const old = S.labels[i];
   if (old === value) return;
-  if (!S.edit.changed.has(i)) S.edit.changed.set(i, old);
+  const e = S.edit;
+  if (e.n === e.idx.length) {
+    const idx = new Uint32Array(2 * e.n), before = new Uint8Array(2 * e.n);
+    idx.set(e.idx); before.set(e.before);
+    e.idx = idx; e.before = before;
+  }
+  e.idx[e.n] = i; e.before[e.n] = old; e.n++;
   S.labels[i] = value;
-  const x = i % S.w, y = (i - x) / S.w, b = S.edit.box;
+  const x = i % S.w, y = (i - x) / S.w, b = e.box;
   if (x < b[0]) b[0] = x; if (y < b[1]) b[1] = y;
   if (x > b[2]) b[2] = x; if (y > b[3]) b[3] = y;
 }
@@ -208,19 +217,21 @@ function flushBox(box) {
   if (box[0] <= box[2]) paintMask(box[0], box[1], box[2] + 1, box[3] + 1);
 }
 
+const UNDO_PIXELS = 64 * 1024 * 1024; // pixel changes kept for undo, all steps together
+
 function endEdit() {
-  const edit = S.edit;
+  const e = S.edit;
   S.edit = null;
-  if (!edit || !edit.changed.size) return;
-  const idx = new Uint32Array(edit.changed.keys());
-  const before = new Uint8Array(edit.changed.values());
-  const after = new Uint8Array(idx.length);
-  for (let k = 0; k < idx.length; k++) after[k] = S.labels[idx[k]];
-  S.undo.push({ idx, before, after, box: edit.box, kind: edit.kind });
-  while (S.undo.length > 200) S.undo.shift();
+  if (!e || !e.n) return;
+  const idx = e.idx.slice(0, e.n), before = e.before.slice(0, e.n);
+  const after = new Uint8Array(e.n);
+  for (let k = 0; k < e.n; k++) after[k] = S.labels[idx[k]];
+  S.undo.push({ idx, before, after, box: e.box, kind: e.kind });
+  let kept = S.undo.reduce((sum, u) => sum + u.idx.length, 0);
+  while (S.undo.length > 1 && (S.undo.length > 200 || kept > UNDO_PIXELS)) kept -= S.undo.shift().idx.length;
   S.redo = [];
-  if (edit.kind === "model") S.source = "model";
-  flushBox(edit.box);
+  if (e.kind === "model") S.source = "model";
+  flushBox(e.box);
   changed();
 }
 
@@ -284,22 +295,26 @@ function stroke(from, to) { // brush, eraser or smart brush along a segment
   draw();
 }
 
-function floodFill(px, py) {
+function floodFill(px, py) { // 4-connected; each pixel queued once (it changes class on the way in)
   const x = Math.floor(px), y = Math.floor(py);
   if (x < 0 || y < 0 || x >= S.w || y >= S.h) return;
   const seed = S.labels[y * S.w + x];
   if (seed === S.cls) return;
   beginEdit("fill");
-  const stack = [y * S.w + x];
-  while (stack.length) {
-    const i = stack.pop();
-    if (S.labels[i] !== seed) continue;
+  const queue = new Int32Array(S.w * S.h);
+  let head = 0, tail = 0;
+  const visit = (i) => {
+    if (S.labels[i] !== seed) return;
     setPixel(i, S.cls);
-    const cx = i % S.w;
-    if (cx > 0) stack.push(i - 1);
-    if (cx < S.w - 1) stack.push(i + 1);
-    if (i >= S.w) stack.push(i - S.w);
-    if (i < S.w * (S.h - 1)) stack.push(i + S.w);
+    queue[tail++] = i;
+  };
+  visit(y * S.w + x);
+  while (head < tail) {
+    const i = queue[head++], cx = i % S.w;
+    if (cx > 0) visit(i - 1);
+    if (cx < S.w - 1) visit(i + 1);
+    if (i >= S.w) visit(i - S.w);
+    if (i < S.w * (S.h - 1)) visit(i + S.w);
   }
   endEdit();
 }
