@@ -399,3 +399,9 @@ def test_command_errors_are_one_line(toy, ran: dict, capsys, extra: list[str], w
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err and "Traceback" not in err
     assert "app" not in ran
+
+
+def test_a_labels_folder_that_would_write_over_images_is_refused(vm) -> None:  # noqa: ANN001
+    spec, _ = vm
+    with pytest.raises(PixelwiseError, match="would be written over an image"):
+        LabelStore(spec, spec.root)  # labels/<images/a0.png> is the image itself

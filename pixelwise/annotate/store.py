@@ -147,6 +147,13 @@ class LabelStore:
                 )
         if not self.items:
             raise PixelwiseError(f"{spec.source}: no images to annotate")
+        images = {it.sample.image.resolve() for it in self.items}
+        for it in self.items:
+            if it.label_path is not None and it.label_path.resolve() in images:
+                raise PixelwiseError(
+                    f"{it.label_path}: the label of {it.name} would be written over an image; "
+                    "choose another labels folder"
+                )
         self._locks = [threading.Lock() for _ in self.items]
         self._sizes: dict[int, tuple[int, int]] = {}
         self._dataset_lock = threading.Lock()
