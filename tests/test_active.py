@@ -166,13 +166,15 @@ def test_random_order_is_a_seeded_permutation() -> None:
 def test_simulation_smoke_runs_and_resumes(tmp_path, require_data) -> None:
     require_data("camvid")
     bench = load_bench_module("active_learning")
-    argv = ["--smoke", "--out", str(tmp_path / "runs"), "--plot", str(tmp_path / "al.png")]
-    argv += ["--results", str(tmp_path / "al.json")]
+    argv = ["--smoke", "--seeds", "0", "--out", str(tmp_path / "runs")]
+    argv += ["--plot", str(tmp_path / "al.png"), "--results", str(tmp_path / "al.json")]
     assert bench.main(argv) == 0
     results = json.loads((tmp_path / "al.json").read_text())
+    replicate = results["replicates"]["0"]
     for strategy in bench.STRATEGIES:
-        assert [p["labelled"] for p in results["curves"][strategy]] == [4, 6, 8]
-    steps = results["steps"]
+        assert [p["labelled"] for p in replicate["curves"][strategy]] == [4, 6, 8]
+    assert set(results["differences"]) == {"6", "8"}
+    steps = replicate["steps"]
     shared = set(steps["shared/4"]["labelled_stems"])
     for strategy in bench.STRATEGIES:  # every budget grows the previous labelled set
         assert shared < set(steps[f"{strategy}/6"]["labelled_stems"])
@@ -182,18 +184,20 @@ def test_simulation_smoke_runs_and_resumes(tmp_path, require_data) -> None:
     scores = steps["uncertainty/6"]["selection"]["scores"]
     assert scores == sorted(scores, reverse=True)
     assert (tmp_path / "al.png").stat().st_size > 0
+    assert "| 8 |" in (tmp_path / "al.md").read_text()  # the smoke run's page, beside its JSON
     # a finished step is skipped; a step whose result is missing is trained again from its
     # checkpoint (resumed, not restarted)
-    state_path = tmp_path / "runs" / "state.json"
+    state_path = tmp_path / "runs" / "seed0" / "state.json"
     state = json.loads(state_path.read_text())
     del state["steps"]["random/8"]["result"]
     state_path.write_text(json.dumps(state))
-    mtime = (tmp_path / "runs" / "shared_b4" / "best.ckpt").stat().st_mtime_ns
+    first = tmp_path / "runs" / "seed0" / "shared_b4" / "best.ckpt"
+    mtime = first.stat().st_mtime_ns
     assert bench.main(argv) == 0
-    assert (tmp_path / "runs" / "shared_b4" / "best.ckpt").stat().st_mtime_ns == mtime
-    again = json.loads((tmp_path / "al.json").read_text())
+    assert first.stat().st_mtime_ns == mtime
+    again = json.loads((tmp_path / "al.json").read_text())["replicates"]["0"]
     assert again["steps"]["random/8"]["result"]["miou"] == pytest.approx(
         steps["random/8"]["result"]["miou"]
     )
     with pytest.raises(SystemExit, match="other settings"):
-        bench.main([*argv[:-2], "--results", str(tmp_path / "x.json"), "--seed", "1"])
+        bench.main([*argv[:-2], "--results", str(tmp_path / "x.json"), "--kind", "margin"])
