@@ -213,3 +213,16 @@ def colour_segmenter():  # noqa: ANN201 - a Segmenter
         std=[1.0] * 3,
     )
     return Segmenter(conv, meta, device="cpu")
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:  # noqa: ANN001 - pytest's capsys
+    """Run ``pixelwise ARGS`` in this process: (exit code, stdout, stderr)."""
+    from pixelwise.cli import main
+
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

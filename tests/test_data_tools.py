@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import run_cli
 from PIL import Image
 
-from pixelwise.cli import main
 from pixelwise.data import convert_dataset, load_dataset_spec
 from pixelwise.data.inspect import inspect_dataset, report_text
 from pixelwise.errors import PixelwiseError
@@ -24,14 +24,7 @@ def _png(path: Path, arr: np.ndarray) -> None:
     Image.fromarray(arr).save(path)
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+_cli = run_cli
 
 
 def _three_class(root: Path) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 from hostile import MASK_SPLITS, Case, hostile_dataset, hostile_images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -66,15 +67,7 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``pixelwise ARGS`` in this process: (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+_cli = run_cli
 
 
 def _one_line_errors(err: str, prefix: str) -> list[str]:

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from helpers import run_cli
 from PIL import Image
 
-from pixelwise.cli import main
 from pixelwise.data import IGNORE_INDEX, load_dataset_spec
 from pixelwise.data.formats._common import class_lookup
 from pixelwise.data.formats.coco import render_coco
@@ -605,14 +605,7 @@ def test_outputs_never_replace_inputs(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------------------------- CLI
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+_cli = run_cli
 
 
 def test_cli_export_and_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
