@@ -269,6 +269,7 @@ def test_model_prelabels_ranks_and_maps_uncertainty(toy) -> None:  # noqa: ANN00
     app = create_annotate_app(store, seg, AnnotateSettings())
     with TestClient(app) as client:
         assert client.get("/api/dataset").json()["model"]["classes"] == 3
+        assert "warning" not in client.get("/api/dataset").json()["model"]
         pred = client.post("/api/items/2/predict")
         assert pred.status_code == 200
         image = np.asarray(Image.open(spec.root / "images/im2.png").convert("RGB"))
@@ -405,3 +406,12 @@ def test_a_labels_folder_that_would_write_over_images_is_refused(vm) -> None:  #
     spec, _ = vm
     with pytest.raises(PixelwiseError, match="would be written over an image"):
         LabelStore(spec, spec.root)  # labels/<images/a0.png> is the image itself
+
+
+def test_a_model_whose_class_names_differ_is_flagged(toy) -> None:  # noqa: ANN001
+    spec, labels_dir = toy
+    seg = pixel_segmenter()  # bg, red, green; the toy dataset's are class_0..class_2
+    app = create_annotate_app(LabelStore(spec, labels_dir), seg, AnnotateSettings(rank=False))
+    with TestClient(app) as client:
+        warning = client.get("/api/dataset").json()["model"]["warning"]
+    assert "0: 'bg' / 'class_0'" in warning and "2: 'green' / 'class_2'" in warning

@@ -222,6 +222,16 @@ class _App:
         if self.segmenter is not None:
             meta = self.segmenter.meta
             model = {"arch": meta.arch, "classes": meta.num_classes, "dataset": meta.dataset}
+            differ = [
+                f"{i}: {m!r} / {d!r}"
+                for i, (m, d) in enumerate(zip(meta.class_names, spec.class_names, strict=True))
+                if m.strip().lower() != d.strip().lower()
+            ]
+            if differ:  # same count, other names: maybe another order — say so, don't refuse
+                model["warning"] = (
+                    f"the model's class names differ from the dataset's (model / dataset): "
+                    f"{'; '.join(differ[:5])}{' …' if len(differ) > 5 else ''}"
+                )
         return {
             "name": spec.name,
             "version": __version__,

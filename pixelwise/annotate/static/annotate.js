@@ -409,7 +409,7 @@ async function loadDataset() {
   chooseClass(0);
   $("model-tools").querySelectorAll("button, input").forEach((el) => { el.disabled = !S.info.model; });
   $("model-note").textContent = S.info.model
-    ? `${S.info.model.arch}, ${S.info.model.classes} classes`
+    ? `${S.info.model.arch}, ${S.info.model.classes} classes` + (S.info.model.warning ? ` — ${S.info.model.warning}` : "")
     : "no model (start with --model M to pre-label)";
   if (!S.info.smart) document.querySelector('[data-tool="smart"]').disabled = true;
   if (!S.info.unlabelled_allowed) status(`This dataset's ${S.info.encoding} masks cannot store unlabelled pixels: label every pixel before it saves.`);
