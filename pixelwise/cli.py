@@ -65,6 +65,12 @@ def _say(text: object, *, err: bool = False) -> None:
     )
 
 
+def _say_summary(text: str) -> None:
+    """Print a report's summary lines; those starting ``problem:`` go to stderr."""
+    for line in text.splitlines():
+        _say(line, err=line.startswith("problem:"))
+
+
 class _Failed(Exception):
     """Some inputs failed; already reported. Exit code 1."""
 
@@ -737,9 +743,7 @@ def data_convert(
         dry_run=dry_run,
         workers=workers,
     )
-    for line in plan.summary(spec).splitlines():
-        target = err_console if line.startswith("problem:") else console
-        target.print(printable(line), highlight=False, markup=False, soft_wrap=True)
+    _say_summary(plan.summary(spec))
     if plan.problems:
         if not dry_run:
             _say(f"nothing written to {out}", err=True)
@@ -866,8 +870,7 @@ def data_export_labels(
         **({} if image_prefix is None else {"image_prefix": image_prefix}),
         workers=workers,
     )
-    for line in report.summary().splitlines():
-        _say(line, err=line.startswith("problem:"))
+    _say_summary(report.summary())
     if report.problems:
         raise _Failed
     if report.to == "labelstudio":
@@ -914,8 +917,7 @@ def data_import_labels(
         overwrite=overwrite,
         workers=workers,
     )
-    for line in report.summary().splitlines():
-        _say(line, err=line.startswith("problem:"))
+    _say_summary(report.summary())
     if report.problems:
         raise _Failed
 
