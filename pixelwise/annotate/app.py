@@ -32,6 +32,7 @@ import io
 import logging
 import threading
 from collections import OrderedDict
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -171,35 +172,32 @@ class _App:
 
     # -- listing ---------------------------------------------------------------------------
 
-    def order(self) -> list[int]:
-        """Unlabelled images most uncertain first (scored ones), then the rest in dataset order."""
-        items = self.store.items
-        unlabelled = [it.index for it in items if not self.store.has_labels(it)]
-        scored = sorted((i for i in unlabelled if i in self.scores), key=lambda i: -self.scores[i])
-        rest = [it.index for it in items if it.index not in set(scored)]
-        return scored + rest
-
     def listing(self) -> dict[str, Any]:
+        """Every image's state, and the order to label them: unlabelled images most uncertain
+        first (the scored ones), then the rest in dataset order. Each file is looked at once."""
         st = self.store
-        items = []
-        for it in st.items:
-            items.append(
-                {
-                    "id": it.index,
-                    "name": it.name,
-                    "split": it.split,
-                    "labelled": st.has_labels(it),
-                    "saved": st.saved(it),
-                    "uncertainty": self.scores.get(it.index),
-                }
-            )
-        done = sum(1 for i in self.scores if not st.has_labels(st.items[i]))
+        labelled = [st.has_labels(it) for it in st.items]
+        items = [
+            {
+                "id": it.index,
+                "name": it.name,
+                "split": it.split,
+                "labelled": labelled[it.index],
+                "saved": st.saved(it),
+                "uncertainty": self.scores.get(it.index),
+            }
+            for it in st.items
+        ]
+        scored = sorted(
+            (i for i in self.scores if not labelled[i]), key=lambda i: (-self.scores[i], i)
+        )
+        first = set(scored)
         return {
             "items": items,
-            "order": self.order(),
+            "order": scored + [i for i in range(len(items)) if i not in first],
             "ranking": {
                 "by": self.settings.uncertainty if self.segmenter and self.settings.rank else None,
-                "scored": done,
+                "scored": len(scored),
                 "total": self.rank_total,
                 "error": self.rank_error,
             },
@@ -332,16 +330,11 @@ def create_annotate_app(
             f"the model has {segmenter.meta.num_classes} classes, the dataset {spec.num_classes}"
         )
     state = _App(store, segmenter, settings)
-    thread: threading.Thread | None = None
-
-    from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202
-        nonlocal thread
         if segmenter is not None and settings.rank:
-            thread = threading.Thread(target=state.rank, name="pixelwise-rank", daemon=True)
-            thread.start()
+            threading.Thread(target=state.rank, name="pixelwise-rank", daemon=True).start()
         yield
         state.stop.set()
 
