@@ -415,3 +415,10 @@ def test_a_model_whose_class_names_differ_is_flagged(toy) -> None:  # noqa: ANN0
     with TestClient(app) as client:
         warning = client.get("/api/dataset").json()["model"]["warning"]
     assert "0: 'bg' / 'class_0'" in warning and "2: 'green' / 'class_2'" in warning
+
+
+def test_two_images_sharing_a_label_file_are_refused(vm) -> None:  # noqa: ANN001
+    spec, labels_dir = vm
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(spec.root / "images" / "a0.jpg")
+    with pytest.raises(PixelwiseError, match="the label of both"):
+        LabelStore(spec, labels_dir)

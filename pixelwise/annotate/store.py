@@ -148,12 +148,22 @@ class LabelStore:
         if not self.items:
             raise PixelwiseError(f"{spec.source}: no images to annotate")
         images = {it.sample.image.resolve() for it in self.items}
+        owner: dict[Path, str] = {}
         for it in self.items:
-            if it.label_path is not None and it.label_path.resolve() in images:
+            if it.label_path is None:
+                continue
+            target = it.label_path.resolve()
+            if target in images:
                 raise PixelwiseError(
                     f"{it.label_path}: the label of {it.name} would be written over an image; "
                     "choose another labels folder"
                 )
+            if target in owner:  # a.jpg and a.png beside each other
+                raise PixelwiseError(
+                    f"{it.label_path}: the label of both {owner[target]} and {it.name}; rename "
+                    "one of the images"
+                )
+            owner[target] = it.name
         self._locks = [threading.Lock() for _ in self.items]
         self._sizes: dict[int, tuple[int, int]] = {}
         self._dataset_lock = threading.Lock()
@@ -251,6 +261,8 @@ class LabelStore:
         """
         if item.label_path is None:
             raise PixelwiseError(f"{item.name}: no mask file to write in place for this image")
+        if item.label_path.suffix.lower() != ".png":
+            raise PixelwiseError(f"{item.label_path}: only PNG masks can be written")
         h, w = self.size(item)
         if labels.shape != (h, w):
             raise PixelwiseError(
@@ -273,8 +285,6 @@ class LabelStore:
                 kept = item.history_dir / f"{current}.png"
                 if not kept.exists():
                     write_bytes_atomic(kept, old_data)
-            if item.label_path.suffix.lower() != ".png":
-                raise PixelwiseError(f"{item.label_path}: only PNG masks can be written")
             write_bytes_atomic(item.label_path, data)
             changed = int((previous != labels).sum()) if previous is not None else int(h * w)
             entry = {
